@@ -1,0 +1,46 @@
+# Lab 4 (VAE on MNIST): one command builds everything, one command tests it.
+#   make        venv + TeX (Debian) + full notebook run in place + report PDF + submission/
+#   make test   the whole test suite (what CI runs)
+#   make bench  training-speed benchmark -> bench/results.md
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+NOTEBOOK := lab4_vae.ipynb
+
+.PHONY: all setup venv tex notebook report submission test bench clean
+
+all: submission
+
+setup: venv tex
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
+	touch $@
+
+tex:
+	@bash scripts/install_tex.sh
+
+notebook: venv
+	$(PY) scripts/execute_notebook.py $(NOTEBOOK)
+
+report: tex
+	cd report && latexmk -pdf -interaction=nonstopmode -halt-on-error -quiet main.tex
+
+submission: notebook report
+	$(PY) scripts/make_submission.py
+
+test: setup
+	$(PY) -m pytest -q tests
+
+bench: venv
+	$(PY) bench/bench.py
+
+clean:
+	cd report && latexmk -C main.tex >/dev/null 2>&1 || true
+	rm -rf submission checkpoints

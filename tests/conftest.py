@@ -1,0 +1,71 @@
+"""Shared fixtures: the notebook's own definitions, and quick runs of the whole notebook."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOK = ROOT / "lab4_vae.ipynb"
+DATA_DIR = ROOT / "data" / "mnist"
+sys.path.insert(0, str(ROOT / "scripts"))
+
+
+def load_defs(namespace=None):
+    """Execute the notebook's cells tagged `defs` (imports, parameters, definitions) in a namespace."""
+    notebook = nbformat.read(NOTEBOOK, as_version=4)
+    namespace = {"__name__": "lab4_defs"} if namespace is None else namespace
+    cwd = os.getcwd()
+    os.chdir(ROOT)  # the parameters use paths relative to the repository root
+    try:
+        for index, cell in enumerate(notebook.cells):
+            if cell.cell_type == "code" and "defs" in cell.metadata.get("tags", []):
+                exec(compile(cell.source, f"<lab4_vae.ipynb cell {index}>", "exec"), namespace)
+    finally:
+        os.chdir(cwd)
+    namespace["device"] = torch.device("cpu")
+    return namespace
+
+
+@pytest.fixture(scope="session")
+def nb():
+    """The notebook's definitions as a namespace (a dict): nb["gaussian_kl"], nb["VAEEncoder"], ..."""
+    return load_defs()
+
+
+def run_notebook(tmp_path, env_overrides, name="run", timeout=600):
+    """Run the whole notebook in a fresh kernel (a subprocess) with LAB4_* overrides.
+
+    Returns (completed process, path of the executed notebook). Outputs go below tmp_path unless
+    the overrides say otherwise, never to the committed report/figures.
+    """
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LAB4_")}
+    env.update({"LAB4_QUICK": "1", "LAB4_DATA_DIR": str(DATA_DIR),
+                "LAB4_OUT_DIR": str(tmp_path / f"{name}-out"), "LAB4_CKPT_DIR": str(tmp_path / f"{name}-ckpt")})
+    env.update(env_overrides)
+    output = tmp_path / f"{name}.ipynb"
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "execute_notebook.py"), str(NOTEBOOK),
+                           "--output", str(output)], env=env, cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout)
+    return proc, output
+
+
+def error_outputs(path):
+    """'ename: evalue' of every error output of an executed notebook."""
+    notebook = nbformat.read(path, as_version=4)
+    return [f"{o.ename}: {o.evalue}" for c in notebook.cells if c.cell_type == "code"
+            for o in c.get("outputs", []) if o.output_type == "error"]
+
+
+@pytest.fixture(scope="session")
+def quick_run(tmp_path_factory):
+    """One quick run of the whole notebook: (its output folder, results dict, executed notebook path)."""
+    tmp = tmp_path_factory.mktemp("quick")
+    proc, path = run_notebook(tmp, {}, name="a")
+    assert proc.returncode == 0, f"quick notebook run failed:\n{proc.stdout}\n{proc.stderr[-3000:]}"
+    out = tmp / "a-out"
+    return out, json.loads((out / "results.json").read_text()), path, tmp

@@ -1,0 +1,272 @@
+"""Tests of the LaTeX report (report/main.tex).
+
+The report is built from the committed ``report/figures/`` (written by the
+notebook ``lab4_vae.ipynb``) in a temporary copy of ``report/``, so the
+repository is never polluted by build products. These tests fail until the
+notebook has written ``report/figures/``; that is expected.
+
+Requirements: TeX Live with latexmk and pdflatex, and poppler-utils (pdfinfo),
+all installed by the project's setup (see the Makefile).
+
+The environment variable ``LAB4_REPORT_DIR`` may point the tests at another
+copy of the report directory (e.g. a draft built with placeholder figures
+outside the repository); by default they use ``<repo>/report``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+REPORT = Path(os.environ.get("LAB4_REPORT_DIR", REPO / "report")).resolve()
+MAIN = REPORT / "main.tex"
+RESULTS = REPORT / "figures" / "results.tex"
+
+SETUP_HINT = (
+    "run the project's setup first (`make setup`, or `make tex`, installs TeX Live: "
+    "latexmk, pdflatex, texlive-latex-extra, texlive-science, lmodern, poppler-utils)"
+)
+
+MIN_PAGES, MAX_PAGES = 3, 7  # whole PDF: 3-6 pages of body plus references
+MAX_BODY_PAGE = 6  # the body (text and every float) must end by this page
+MAX_OVERFULL_PT = 1.0
+
+# Macros that the notebook promises to define in report/figures/results.tex.
+CONTRACT_MACROS = {
+    # setup
+    "NTrain", "NDev", "NTest", "ImageDim", "LatentDim", "HiddenDims", "Activation",
+    "SigmaDec", "SigmaDecSq", "KLWeight", "ReconConst", "BatchSize", "LearningRate",
+    "ClipNorm", "EpochsFinal", "EpochsStudy", "EpochsAE", "Seed", "IwaeK", "KnnK",
+    "NGen", "AELatentDimHigh", "ClfTestAcc", "DeviceName", "TorchVersion",
+    # final VAE
+    "VAENegElbo", "VAERecon", "VAEKL", "VAENegIwae", "VAEDevNegElbo", "VAEMSE",
+    "VAEActiveUnits", "VAEKnnAcc", "VAEConfidence", "VAEEntropy", "VAEFrechet",
+    # auto-encoders
+    "AEMSE", "AEKnnAcc", "AEConfidence", "AEEntropy", "AEFrechet", "AEHighMSE",
+    "AEHighKnnAcc",
+    # real data
+    "RealConfidence", "RealEntropy", "RealFrechet",
+}
+
+# Capitalised commands of LaTeX and of the packages loaded by main.tex; any
+# other capitalised command used in main.tex and not defined there must come
+# from results.tex (this catches typos in result macro names).
+KNOWN_CAPITALISED = {
+    "Big", "Bigg", "Biggl", "Biggr", "Bigl", "Bigr", "Cref", "Crefname", "Delta",
+    "Gamma", "Huge", "LARGE", "Lambda", "LaTeX", "Large", "Leftarrow",
+    "Leftrightarrow", "Longrightarrow", "Omega", "Phi", "Pi", "Pr", "Psi", "Re",
+    "Im", "Rightarrow", "Sigma", "TeX", "Theta", "Upsilon", "Vert", "Xi",
+    "DeclareMathOperator", "Alph", "Roman", "AE", "OE", "L", "O", "P", "S",
+}
+
+BUILD_PRODUCTS = re.compile(
+    r"^(main\.pdf|.*\.(aux|log|out|bbl|blg|fls|fdb_latexmk|synctex\.gz|toc|lof|lot))$|^build$"
+)
+
+
+@dataclass
+class Build:
+    proc: subprocess.CompletedProcess
+    workdir: Path
+
+    @property
+    def pdf(self) -> Path:
+        return self.workdir / "main.pdf"
+
+    def text(self, suffix: str) -> str:
+        path = self.workdir / f"main.{suffix}"
+        return path.read_text(encoding="latin-1") if path.exists() else ""
+
+
+def strip_comments(tex: str) -> str:
+    """Remove TeX comments (an unescaped % to the end of the line)."""
+    return re.sub(r"(?<!\\)%.*", "", tex)
+
+
+def unwrap_log(log: str) -> str:
+    """Undo TeX's hard wrapping of log lines at 79 characters."""
+    out, buf = [], ""
+    for line in log.splitlines():
+        buf += line
+        if len(line) != 79:
+            out.append(buf)
+            buf = ""
+    if buf:
+        out.append(buf)
+    return "\n".join(out)
+
+
+def defined_macros(tex: str) -> set[str]:
+    pat = (r"\\(?:newcommand|renewcommand|providecommand|DeclareMathOperator)\*?"
+           r"\s*\{?\s*\\([A-Za-z]+)")
+    names = set(re.findall(pat, tex))
+    names |= set(re.findall(r"\\(?:def|let)\s*\\([A-Za-z]+)", tex))
+    names |= set(re.findall(r"\\newsavebox\s*\{\s*\\([A-Za-z]+)", tex))
+    return names
+
+
+def tail(text: str, n: int = 40) -> str:
+    return "\n".join(text.splitlines()[-n:])
+
+
+@pytest.fixture(scope="module")
+def build(tmp_path_factory) -> Build:
+    if shutil.which("latexmk") is None or shutil.which("pdflatex") is None:
+        pytest.fail(f"latexmk/pdflatex not found on PATH: {SETUP_HINT}")
+    if not RESULTS.exists():
+        pytest.fail(
+            f"{RESULTS} is missing: run the notebook lab4_vae.ipynb first; it writes "
+            "report/figures/ (results.tex, tab_*.tex, fig_*.pdf)"
+        )
+    workdir = tmp_path_factory.mktemp("report") / "report"
+
+    def ignore(directory, names):
+        if Path(directory).resolve() == REPORT:
+            return [n for n in names if BUILD_PRODUCTS.match(n)]
+        return []
+
+    shutil.copytree(REPORT, workdir, ignore=ignore)
+    proc = subprocess.run(
+        ["latexmk", "-pdf", "-interaction=nonstopmode", "-halt-on-error", "-cd",
+         str(workdir / "main.tex")],
+        cwd=workdir.parent, capture_output=True, text=True, timeout=600,
+    )
+    return Build(proc=proc, workdir=workdir)
+
+
+def test_report_builds(build):
+    assert build.proc.returncode == 0 and build.pdf.exists(), (
+        "latexmk failed:\n" + tail(build.proc.stdout + build.proc.stderr)
+        + "\n--- end of main.log ---\n" + tail(build.text("log"))
+    )
+
+
+def test_page_count(build):
+    assert build.pdf.exists(), "no PDF was produced"
+    if shutil.which("pdfinfo") is None:
+        pytest.fail(f"pdfinfo not found on PATH: {SETUP_HINT}")
+    info = subprocess.run(["pdfinfo", str(build.pdf)], capture_output=True, text=True,
+                          check=True).stdout
+    pages = int(re.search(r"^Pages:\s+(\d+)", info, re.M).group(1))
+    assert MIN_PAGES <= pages <= MAX_PAGES, f"{pages} pages, expected {MIN_PAGES}-{MAX_PAGES}"
+
+
+def test_body_within_six_pages(build):
+    """The label `endofbody` (just before the bibliography) and every figure
+    and table must be placed by page 6; only references may follow."""
+    aux = build.text("aux")
+    assert aux, "no main.aux"
+    labels = dict(re.findall(r"\\newlabel\{([^}@]+)\}\{\{[^{}]*\}\{(\d+)\}", aux))
+    assert "endofbody" in labels, "label `endofbody` not found in main.aux"
+    body_end = int(labels["endofbody"])
+    assert MIN_PAGES <= body_end <= MAX_BODY_PAGE, f"body ends on page {body_end}"
+    late = {k: int(v) for k, v in labels.items()
+            if k.startswith(("fig:", "tab:")) and int(v) > MAX_BODY_PAGE}
+    assert not late, f"floats placed after page {MAX_BODY_PAGE}: {late}"
+
+
+def test_no_undefined_references_or_citations(build):
+    log = unwrap_log(build.text("log"))
+    assert log, "no main.log"
+    patterns = [
+        r"LaTeX Warning: Reference `[^']*' on page \d+ undefined",
+        r"Citation `[^']*'[^\n]*undefined",
+        r"There were undefined (references|citations)",
+        r"Label\(s\) may have changed",
+        r"LaTeX Warning: There were multiply-defined labels",
+    ]
+    found = [m.group(0) for p in patterns for m in re.finditer(p, log)]
+    assert not found, "undefined references/citations:\n" + "\n".join(found)
+
+
+def test_bibtex_clean(build):
+    blg = build.text("blg")
+    assert blg, "no main.blg (bibtex did not run?)"
+    warnings = [line for line in blg.splitlines() if line.startswith("Warning--")]
+    errors = re.findall(r".*error message.*", blg)
+    assert not warnings and not errors, "bibtex problems:\n" + "\n".join(warnings + errors)
+
+
+def test_no_missing_files(build):
+    log = unwrap_log(build.text("log"))
+    found = re.findall(r"File `[^']*' not found[^\n]*", log)
+    found += re.findall(r"No file [^\n]*", log)
+    assert not found, "missing files:\n" + "\n".join(found)
+
+
+def test_no_overfull_hbox(build):
+    log = unwrap_log(build.text("log"))
+    too_wide = [
+        m.group(0) for m in re.finditer(
+            r"Overfull \\hbox \((\d+(?:\.\d+)?)pt too wide\)[^\n]*", log)
+        if float(m.group(1)) > MAX_OVERFULL_PT
+    ]
+    floats = re.findall(r"LaTeX Warning: Float too large[^\n]*", log)
+    assert not too_wide and not floats, "layout problems:\n" + "\n".join(too_wide + floats)
+
+
+def _main_source() -> str:
+    return strip_comments(MAIN.read_text(encoding="utf-8"))
+
+
+def test_preamble_contract():
+    src = _main_source()
+    assert r"\documentclass[10pt,a4paper,twocolumn]{article}" in src
+    assert r"\usepackage[a4paper,margin=18mm,columnsep=6mm]{geometry}" in src
+    assert r"\input{figures/results.tex}" in src
+    assert r"\newcommand{\GroupMembers}" in src, "author placeholder macro missing"
+    assert re.search(r"\\cite[tp]?\{[^}]*kingma2014vae", src), "Kingma & Welling not cited"
+    packages = re.findall(r"\\usepackage(?:\[[^\]]*\])?\{([^}]*)\}", src)
+    assert packages[-1] == "cleveref", "cleveref must be the last package loaded"
+
+
+def test_included_files_exist():
+    src = _main_source()
+    targets = re.findall(r"\\includegraphics\s*(?:\[[^\]]*\])?\s*\{([^}]+)\}", src)
+    inputs = re.findall(r"\\(?:input|FitTable)\s*\{([^}#]+)\}", src)
+    assert targets, "main.tex includes no figure"
+    missing = [t for t in targets if not (REPORT / t).exists()]
+    missing += [t for t in inputs
+                if not (REPORT / t).exists() and not (REPORT / f"{t}.tex").exists()]
+    assert not missing, "files used by main.tex but absent from report/: " + ", ".join(missing)
+
+
+def test_figures_included_at_natural_size():
+    """The notebook exports figures at the exact column/text width."""
+    src = _main_source()
+    scaled = re.findall(r"\\includegraphics\s*\[[^\]]*\]\s*\{[^}]+\}", src)
+    assert not scaled, "figures must be included without options: " + ", ".join(scaled)
+
+
+def test_result_macros_defined():
+    src = _main_source()
+    if not RESULTS.exists():
+        pytest.fail(f"{RESULTS} is missing: run the notebook lab4_vae.ipynb first")
+    results = strip_comments(RESULTS.read_text(encoding="utf-8"))
+    from_results = defined_macros(results)
+    local = defined_macros(src)
+    used = set(re.findall(r"\\([A-Za-z]+)", src))
+    needed = (used & CONTRACT_MACROS) | {
+        m for m in used - local - KNOWN_CAPITALISED if m[0].isupper()
+    }
+    missing = sorted(needed - from_results)
+    assert not missing, "macros used in main.tex but not defined in results.tex: " + ", ".join(
+        "\\" + m for m in missing)
+    clash = sorted(local & from_results)
+    assert not clash, "macros defined both in main.tex and results.tex: " + ", ".join(clash)
+
+
+def test_no_hand_typed_measurements():
+    """Measured numbers come from macros; the body may only contain decimal
+    constants of definitions (the active-unit threshold 0.01)."""
+    src = _main_source()
+    body = src.split(r"\begin{document}", 1)[-1]
+    decimals = set(re.findall(r"(?<![\w.])\d+\.\d+", body)) - {"0.01"}
+    assert not decimals, "hand-typed decimal numbers in main.tex: " + ", ".join(sorted(decimals))

@@ -1,0 +1,155 @@
+"""Unit tests of the notebook's own definitions (its `defs` cells, executed in a namespace)."""
+import math
+
+import pytest
+import torch
+from torch.distributions import Normal, kl_divergence
+
+
+def test_kl_is_zero_at_the_prior(nb):
+    mu, log_var = torch.zeros(4, 3), torch.zeros(4, 3)
+    assert torch.equal(nb["gaussian_kl"](mu, log_var), torch.zeros(4))
+
+
+def test_kl_known_value(nb):
+    # One dimension, mu = 1, variance e: KL = 0.5 * (1 + e - 1 - 1) = (e - 1) / 2.
+    kl = nb["gaussian_kl"](torch.tensor([[1.0]]), torch.tensor([[1.0]]))
+    assert kl.shape == (1,)
+    assert kl.item() == pytest.approx((math.e - 1) / 2, rel=1e-6)
+
+
+def test_kl_matches_torch_distributions(nb):
+    torch.manual_seed(0)
+    mu, log_var = 2 * torch.randn(64, 5), 2 * torch.randn(64, 5)
+    expected = kl_divergence(Normal(mu, torch.exp(0.5 * log_var)), Normal(0.0, 1.0)).sum(-1)
+    torch.testing.assert_close(nb["gaussian_kl"](mu, log_var), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_reparameterize_has_the_right_moments(nb):
+    mu, log_var = torch.tensor([[1.5, -2.0]]).expand(200_000, 2), torch.tensor([[0.0, math.log(0.25)]]).expand(200_000, 2)
+    z = nb["reparameterize"](mu, log_var, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(z.mean(0), torch.tensor([1.5, -2.0]), atol=0.01, rtol=0)
+    torch.testing.assert_close(z.std(0), torch.tensor([1.0, 0.5]), atol=0.01, rtol=0)
+
+
+def test_reparameterize_is_differentiable_and_seeded(nb):
+    mu = torch.randn(8, 2, requires_grad=True)
+    log_var = torch.randn(8, 2, requires_grad=True)
+    z = nb["reparameterize"](mu, log_var, torch.Generator().manual_seed(1))
+    z.sum().backward()
+    assert torch.equal(mu.grad, torch.ones_like(mu))  # dz/dmu = 1
+    eps = torch.randn(8, 2, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(log_var.grad, 0.5 * eps * torch.exp(0.5 * log_var.detach()))  # dz/dlogvar
+    again = nb["reparameterize"](mu, log_var, torch.Generator().manual_seed(1))
+    assert torch.equal(z, again)
+
+
+def test_vae_encoder_shapes_and_shared_trunk(nb):
+    encoder = nb["VAEEncoder"](784, 2)
+    mu, log_var = encoder(torch.rand(16, 784))
+    assert mu.shape == log_var.shape == (16, 2)
+    heads = [m for name, m in encoder.named_children() if name != "trunk"]
+    assert len(heads) == 2 and all(isinstance(h, torch.nn.Linear) for h in heads)
+    # Both heads read the same trunk: each head alone sends gradient into every trunk parameter.
+    for output in (mu, log_var):
+        encoder.zero_grad()
+        output.sum().backward(retain_graph=True)
+        assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in encoder.trunk.parameters())
+    assert not torch.allclose(mu, log_var)
+
+
+def test_gaussian_nll_is_the_exact_negative_log_density(nb):
+    torch.manual_seed(0)
+    x, mean, sigma = torch.rand(10, 784), torch.rand(10, 784), 0.1
+    expected = -Normal(mean, sigma).log_prob(x).sum(-1)
+    torch.testing.assert_close(nb["gaussian_nll"](x, mean, sigma), expected, rtol=1e-5, atol=1e-3)
+    # ... which is the summed squared error / (2 sigma^2) plus the stated constant (D/2) log(2 pi sigma^2).
+    sse = (x - mean).pow(2).sum(-1)
+    torch.testing.assert_close(nb["gaussian_nll"](x, mean, sigma) - sse / (2 * sigma**2),
+                               torch.full((10,), 392 * math.log(2 * math.pi * sigma**2)), rtol=1e-5, atol=1e-3)
+
+
+def test_vae_loss_terms_add_up(nb):
+    torch.manual_seed(0)
+    model = nb["VAE"](784, 2, 0.1, (32,), "relu")
+    terms = nb["vae_loss"](model, torch.rand(8, 784), torch.Generator().manual_seed(0))
+    torch.testing.assert_close(terms["loss"], terms["recon"] + terms["kl"])
+    assert terms["kl"] >= 0
+
+
+class RecordingAdam(torch.optim.Adam):
+    """Adam that records the global gradient norm it is asked to apply."""
+    norms = []
+
+    def step(self, closure=None):
+        grads = [p.grad for group in self.param_groups for p in group["params"] if p.grad is not None]
+        RecordingAdam.norms.append(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads])).item())
+        return super().step(closure)
+
+
+def test_training_clips_the_gradient_norm(nb, monkeypatch):
+    monkeypatch.setattr(torch.optim, "Adam", RecordingAdam)
+    RecordingAdam.norms = []
+    torch.manual_seed(0)
+    model = nb["VAE"](784, 2, 0.1, (32,), "relu")
+    data = (torch.rand(256, 784),)
+    history = nb["train_model"](model, nb["vae_loss"], data, data, name="clip test", epochs=1, batch_size=64,
+                                lr=1e-3, clip_norm=0.5, seed=0)
+    assert len(RecordingAdam.norms) == 4
+    assert max(RecordingAdam.norms) <= 0.5 * (1 + 1e-4)
+    assert history["clipped"] == [1.0] and history["grad_norm"][0] > 0.5
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_weights(nb):
+    torch.manual_seed(0)
+    model = nb["VAE"](784, 2, 0.1, (32,), "relu")
+    calls = {"n": 0}
+
+    def loss_turning_nan(model, x, generator=None):
+        terms = nb["vae_loss"](model, x, generator)
+        if model.training:
+            calls["n"] += 1
+            if calls["n"] >= 7:  # epoch 2, step 3 (4 steps per epoch)
+                terms["loss"] = terms["loss"] * float("nan")
+        return terms
+
+    data = (torch.rand(256, 784),)
+    with pytest.raises(FloatingPointError, match=r"my VAE: non-finite loss or gradient at epoch 2, step 3"):
+        nb["train_model"](model, loss_turning_nan, data, data, name="my VAE", epochs=3, batch_size=64,
+                           lr=1e-3, clip_norm=100.0, seed=0)
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    # The restored weights are those after epoch 1: the same as training one epoch from scratch.
+    torch.manual_seed(0)
+    reference = nb["VAE"](784, 2, 0.1, (32,), "relu")
+    nb["train_model"](reference, nb["vae_loss"], data, data, name="ref", epochs=1, batch_size=64, lr=1e-3,
+                      clip_norm=100.0, seed=0)
+    for p, q in zip(model.parameters(), reference.parameters()):
+        assert torch.equal(p, q)
+
+
+def test_training_is_deterministic(nb):
+    data = (torch.rand(300, 784, generator=torch.Generator().manual_seed(3)),)
+    histories = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        model = nb["VAE"](784, 2, 0.1, (32,), "relu")
+        histories.append(nb["train_model"](model, nb["vae_loss"], data, data, name="det", epochs=2,
+                                           batch_size=64, lr=1e-3, clip_norm=100.0, seed=0))
+    assert histories[0]["train"] == histories[1]["train"] and histories[0]["dev"] == histories[1]["dev"]
+
+
+def test_iwae_bound_is_above_the_elbo(nb):
+    torch.manual_seed(0)
+    model = nb["VAE"](784, 2, 0.3, (32,), "relu")
+    x = torch.rand(50, 784)
+    elbo = -nb["evaluate_loss"](model, nb["vae_loss"], (x,), 50, 0)["loss"]
+    assert nb["iwae_bound"](model, x, 1, 0) == pytest.approx(elbo, abs=2.0)  # K = 1 is the ELBO (other noise)
+    assert nb["iwae_bound"](model, x, 100, 0) >= elbo
+
+
+def test_frechet_distance(nb):
+    torch.manual_seed(0)
+    a, b = torch.randn(5000, 4), torch.randn(5000, 4) + torch.tensor([3.0, 0, 0, 0])
+    stats_a = nb["gaussian_fit"](a)
+    assert nb["frechet_distance"](stats_a, stats_a) == pytest.approx(0.0, abs=1e-6)
+    assert nb["frechet_distance"](stats_a, nb["gaussian_fit"](b)) == pytest.approx(9.0, rel=0.05)
