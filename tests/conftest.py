@@ -7,28 +7,12 @@ from pathlib import Path
 
 import nbformat
 import pytest
-import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "lab4_vae.ipynb"
 DATA_DIR = ROOT / "data" / "mnist"
 sys.path.insert(0, str(ROOT / "scripts"))
-
-
-def load_defs(namespace=None):
-    """Execute the notebook's cells tagged `defs` (imports, parameters, definitions) in a namespace."""
-    notebook = nbformat.read(NOTEBOOK, as_version=4)
-    namespace = {"__name__": "lab4_defs"} if namespace is None else namespace
-    cwd = os.getcwd()
-    os.chdir(ROOT)  # the parameters use paths relative to the repository root
-    try:
-        for index, cell in enumerate(notebook.cells):
-            if cell.cell_type == "code" and "defs" in cell.metadata.get("tags", []):
-                exec(compile(cell.source, f"<lab4_vae.ipynb cell {index}>", "exec"), namespace)
-    finally:
-        os.chdir(cwd)
-    namespace["device"] = torch.device("cpu")
-    return namespace
+from notebook_defs import load_defs  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -7,6 +7,7 @@ import torch
 def ckpt_env(nb, tmp_path, monkeypatch):
     monkeypatch.setitem(nb, "CKPT_DIR", str(tmp_path))
     monkeypatch.setitem(nb, "RETRAIN", False)
+    monkeypatch.setitem(nb, "RETRAINED", set())
     return tmp_path
 
 
@@ -46,13 +47,16 @@ def test_changed_configuration_retrains(nb, ckpt_env):
     assert len(list(ckpt_env.glob("*.pt"))) == 2
 
 
-def test_retrain_flag_ignores_checkpoints(nb, ckpt_env, monkeypatch):
+def test_retrain_flag_ignores_older_checkpoints_only(nb, ckpt_env, monkeypatch):
     fit_small(nb, small_vae(nb))
+    nb["RETRAINED"].clear()  # a new run of the notebook, with LAB4_RETRAIN=1
     monkeypatch.setitem(nb, "RETRAIN", True)
     calls = []
     original = nb["train_model"]
     monkeypatch.setitem(nb, "train_model", lambda *a, **k: calls.append(1) or original(*a, **k))
     fit_small(nb, small_vae(nb))
+    assert calls == [1]
+    fit_small(nb, small_vae(nb))  # the same configuration again in that run: reused, not retrained
     assert calls == [1]
 
 

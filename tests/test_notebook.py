@@ -1,0 +1,166 @@
+"""The whole notebook: a quick run on real MNIST slices, its reproducibility, and the committed run."""
+import json
+import math
+import re
+import shutil
+import subprocess
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+from conftest import NOTEBOOK, ROOT, run_notebook
+
+FIGURES = ["fig_ae_latent", "fig_learning_curves", "fig_means_vs_samples", "fig_manifold", "fig_interpolations",
+           "fig_reconstructions", "fig_ae_vs_vae_latent", "fig_prior_samples_ae_vs_vae", "fig_rate_distortion",
+           "fig_sigma_samples", "fig_latent_dims"]
+TABLES = ["tab_hparams", "tab_layers", "tab_models", "tab_sigma", "tab_latent", "tab_variants"]
+COLUMN_PT, TEXT_PT = 3.31 * 72, 6.85 * 72
+
+
+def numbers_in(obj, path="results"):
+    """(path, value) of every number in a JSON structure."""
+    if isinstance(obj, dict):
+        for key, value in obj.items():
+            yield from numbers_in(value, f"{path}.{key}")
+    elif isinstance(obj, list):
+        for i, value in enumerate(obj):
+            yield from numbers_in(value, f"{path}[{i}]")
+    elif isinstance(obj, (int, float)) and not isinstance(obj, bool):
+        yield path, obj
+
+
+def vae_metrics(results):
+    """name -> metrics of every VAE the run evaluated."""
+    found = {f"models.{k}": m for k, m in results["models"].items() if "neg_elbo" in m}
+    for study in ("sigma_study", "latent_study", "variants"):
+        found.update({f"{study}.{k}": m for k, m in results[study].items() if "diverged" not in m})
+    return found
+
+
+def test_quick_run_exports_every_file(quick_run):
+    out, results, _, _ = quick_run
+    for name in FIGURES:
+        pdf = (out / f"{name}.pdf").read_bytes()
+        assert pdf.startswith(b"%PDF") and b"/CreationDate" not in pdf, name
+        width = float(re.search(rb"/MediaBox \[ ?0 0 ([\d.]+)", pdf).group(1))
+        assert min(abs(width - COLUMN_PT), abs(width - TEXT_PT)) < 0.5, f"{name} is {width} pt wide"
+    for name in TABLES:
+        table = (out / f"{name}.tex").read_text()
+        assert table.startswith("\\begin{tabular}") and "\\toprule" in table and "\\bottomrule" in table
+    macros = dict(re.findall(r"\\newcommand\{\\(\w+)\}\{(.*)\}", (out / "results.tex").read_text()))
+    for name in ("VAENegElbo", "VAENegIwae", "VAEKL", "AEKnnAcc", "VAEFrechet", "ClfTestAcc", "SigmaDec"):
+        assert macros.get(name), name
+
+
+def test_quick_run_numbers_are_finite_and_consistent(quick_run):
+    _, results, _, _ = quick_run
+    bad = [(path, value) for path, value in numbers_in(results) if not math.isfinite(value)]
+    assert not bad, bad
+    vaes = vae_metrics(results)
+    assert len(vaes) >= 10
+    for name, m in vaes.items():
+        assert m["neg_iwae"] <= m["neg_elbo"], f"{name}: IWAE bound below the ELBO"
+        assert 0 <= m["active_units"] <= m["latent_dim"], name
+        assert m["kl"] >= 0 and m["distortion_sse"] > 0, name
+    for name, m in list(vaes.items()) + list(results["models"].items()) + [("real", results["real"])]:
+        assert 0 <= m["class_entropy"] <= math.log(10) + 1e-9, name
+        assert 0 <= m["confidence"] <= 1 and m["frechet"] >= 0, name
+
+
+def test_quick_run_learns(quick_run):
+    _, results, _, _ = quick_run
+    for history in (results["final_vae_history"], results["ae_history"], results["classifier_history"]):
+        assert history["dev"]["loss"][-1] < history["dev"]["loss"][0]
+
+
+def test_fonts_are_embedded(quick_run):
+    if not shutil.which("pdffonts"):
+        pytest.fail("pdffonts (poppler-utils) is missing: run `make setup`")
+    out = quick_run[0]
+    for name in FIGURES:
+        lines = subprocess.run(["pdffonts", str(out / f"{name}.pdf")], capture_output=True, text=True,
+                               check=True).stdout.splitlines()[2:]
+        assert lines and all(line.split()[-5] == "yes" for line in lines), (name, lines)
+
+
+def test_fresh_retraining_reproduces_the_results(quick_run, tmp_path):
+    _, results, _, _ = quick_run
+    proc, _ = run_notebook(tmp_path, {}, name="b")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads((tmp_path / "b-out" / "results.json").read_text()) == results
+
+
+def test_rerun_reuses_checkpoints_and_rewrites_identical_files(quick_run, tmp_path):
+    out, _, _, quick_tmp = quick_run
+    proc, path = run_notebook(tmp_path, {"LAB4_CKPT_DIR": str(quick_tmp / "a-ckpt")}, name="c")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    text = "".join(o.get("text", "") for c in nbformat.read(path, 4).cells if c.cell_type == "code"
+                   for o in c.outputs)
+    assert "restored from" in text and "epoch/s" not in text  # nothing was trained again
+    for produced in sorted(out.iterdir()):
+        assert (tmp_path / "c-out" / produced.name).read_bytes() == produced.read_bytes(), produced.name
+
+
+def test_every_cell_can_run_twice(quick_run, tmp_path, monkeypatch):
+    """Running each cell a second time right away changes nothing that later cells see."""
+    out, results, _, quick_tmp = quick_run
+    for key, value in {"LAB4_QUICK": "1", "LAB4_DATA_DIR": str(ROOT / "data" / "mnist"),
+                       "LAB4_OUT_DIR": str(tmp_path / "twice-out"), "LAB4_CKPT_DIR": str(quick_tmp / "a-ckpt")}.items():
+        monkeypatch.setenv(key, value)
+    notebook = nbformat.read(NOTEBOOK, as_version=4)
+    client = NotebookClient(notebook, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}})
+    with client.setup_kernel():
+        for index, cell in enumerate(notebook.cells):
+            client.execute_cell(cell, index)
+            client.execute_cell(cell, index)
+    assert json.loads((tmp_path / "twice-out" / "results.json").read_text()) == results
+
+
+# --- the committed notebook ------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def committed():
+    return nbformat.read(NOTEBOOK, as_version=4)
+
+
+def code_cells(notebook):
+    return [c for c in notebook.cells if c.cell_type == "code" and c.source.strip()]
+
+
+def test_committed_notebook_is_one_clean_run(committed):
+    nbformat.validate(committed)
+    cells = code_cells(committed)
+    assert [c.execution_count for c in cells] == list(range(1, len(cells) + 1))
+    assert not [o for c in cells for o in c.outputs if o.output_type == "error"]
+
+
+def test_committed_notebook_is_the_full_run(committed):
+    text = "".join(o.get("text", "") for c in code_cells(committed) for o in c.outputs)
+    assert "quick mode: False" in text and "train: images (50000, 784)" in text
+
+
+def test_committed_notebook_shows_its_figures(committed):
+    for cell in code_cells(committed):
+        if "save_figure(" in cell.source and "def save_figure" not in cell.source:
+            n_saved = cell.source.count("save_figure(")
+            images = [o for o in cell.outputs if "image/png" in o.get("data", {})]
+            assert len(images) >= n_saved, cell.source[:80]
+
+
+def test_committed_notebook_has_no_machine_paths_or_widgets(committed):
+    for cell in code_cells(committed):
+        for output in cell.outputs:
+            text = output.get("text", "") + json.dumps(output.get("data", {}).get("text/plain", ""))
+            assert not re.search(r"(/work/|/home/|/root/|/tmp/|site-packages)", text), text[:300]
+            assert "application/vnd.jupyter.widget-view+json" not in output.get("data", {})
+
+
+def test_notebook_structure(committed):
+    tags = [c.metadata.get("tags", []) for c in committed.cells if c.cell_type == "code"]
+    assert sum("parameters" in t for t in tags) == 1
+    defs_sources = [c.source for c in committed.cells if "defs" in c.metadata.get("tags", [])]
+    for definition in ("class VAEEncoder", "def reparameterize", "def gaussian_kl", "def train_model"):
+        assert any(definition in source for source in defs_sources), definition
+    for cell in committed.cells:  # defs cells only define: no training, no figures
+        if "defs" in cell.metadata.get("tags", []):
+            assert "save_figure(fig" not in cell.source and "train_vae(f" not in cell.source
