@@ -153,3 +153,10 @@ def test_frechet_distance(nb):
     stats_a = nb["gaussian_fit"](a)
     assert nb["frechet_distance"](stats_a, stats_a) == pytest.approx(0.0, abs=1e-6)
     assert nb["frechet_distance"](stats_a, nb["gaussian_fit"](b)) == pytest.approx(9.0, rel=0.05)
+
+
+def test_number_formatting_for_latex(nb):
+    fmt = nb["fmt"]
+    assert fmt(1584.7) == "1{,}584.7"
+    assert fmt(-176.71) == "\\ensuremath{-}176.7"
+    assert fmt(-0.0001, 3) == "0.000"  # never a negative zero
