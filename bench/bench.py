@@ -94,7 +94,7 @@ def notebook_epochs(nb, train_x, device, epochs, bf16=False):
     return history["seconds"], history["dev"]["loss"][-1]
 
 
-def prepare_torchvision_root(n_train):
+def prepare_torchvision_root():
     """A temporary torchvision MNIST root built from the vendored files (no download)."""
     from torchvision.datasets import MNIST
 
@@ -179,7 +179,7 @@ def main():
     bf16, _ = notebook_epochs(nb, train_x, device, repeats + 1, bf16=True)
     bf16 = statistics.median(bf16[1:])
     print(f"notebook loop, bf16 autocast: {bf16:.2f} s/epoch", flush=True)
-    root, dataset = prepare_torchvision_root(n_train)
+    root, dataset = prepare_torchvision_root()
     try:
         conventional = statistics.median(conventional_epochs(nb, dataset, device, n_train, repeats))
     finally:
