@@ -1,29 +1,36 @@
-"""Load the definitions of lab4_vae.ipynb (its cells tagged `defs`) without running any training.
+"""Read lab4_vae.ipynb's code without Jupyter: its `defs` cells (tests, benchmark) or all code cells.
 
 The notebook is the single source of the code; tests and the benchmark execute its `defs` cells
-(imports, the parameters cell, function and class definitions) in a fresh namespace.
+(imports, the parameters cell, function and class definitions) in a fresh namespace. The .ipynb
+is plain JSON, so this needs neither nbformat nor a kernel and also works on machines where only
+PyTorch and its usual companions are installed (the lent GPU machines, for instance).
 """
+import json
 import os
 from pathlib import Path
 
-import nbformat
-
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "lab4_vae.ipynb"
+
+
+def code_cells(notebook=NOTEBOOK):
+    """[(index, source, tags)] of the notebook's code cells, in order."""
+    cells = json.loads(Path(notebook).read_text(encoding="utf-8"))["cells"]
+    return [(index, "".join(cell["source"]), cell.get("metadata", {}).get("tags", []))
+            for index, cell in enumerate(cells) if cell["cell_type"] == "code"]
 
 
 def load_defs(notebook=NOTEBOOK, device="cpu"):
     """Execute the `defs` cells of `notebook` (from the repository root); return their namespace dict."""
     import torch
 
-    cells = nbformat.read(notebook, as_version=4).cells
     namespace = {"__name__": "lab4_defs"}
     cwd = os.getcwd()
     os.chdir(ROOT)  # the parameters hold paths relative to the repository root
     try:
-        for index, cell in enumerate(cells):
-            if cell.cell_type == "code" and "defs" in cell.metadata.get("tags", []):
-                exec(compile(cell.source, f"<{Path(notebook).name} cell {index}>", "exec"), namespace)
+        for index, source, tags in code_cells(notebook):
+            if "defs" in tags:
+                exec(compile(source, f"<{Path(notebook).name} cell {index}>", "exec"), namespace)
     finally:
         os.chdir(cwd)
     namespace["device"] = torch.device(device)

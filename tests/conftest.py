@@ -21,16 +21,23 @@ def nb():
     return load_defs()
 
 
+def notebook_env(tmp_path, env_overrides, name):
+    """This process's environment without its LAB4_* variables, plus a quick run's: outputs and
+    checkpoints below tmp_path (never the committed report/figures), then `env_overrides`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LAB4_")}
+    env.update({"LAB4_QUICK": "1", "LAB4_DATA_DIR": str(DATA_DIR),
+                "LAB4_OUT_DIR": str(tmp_path / f"{name}-out"), "LAB4_CKPT_DIR": str(tmp_path / f"{name}-ckpt")})
+    env.update(env_overrides)
+    return env
+
+
 def run_notebook(tmp_path, env_overrides, name="run", timeout=600):
     """Run the whole notebook in a fresh kernel (a subprocess) with LAB4_* overrides.
 
     Returns (completed process, path of the executed notebook). Outputs go below tmp_path unless
     the overrides say otherwise, never to the committed report/figures.
     """
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LAB4_")}
-    env.update({"LAB4_QUICK": "1", "LAB4_DATA_DIR": str(DATA_DIR),
-                "LAB4_OUT_DIR": str(tmp_path / f"{name}-out"), "LAB4_CKPT_DIR": str(tmp_path / f"{name}-ckpt")})
-    env.update(env_overrides)
+    env = notebook_env(tmp_path, env_overrides, name)
     output = tmp_path / f"{name}.ipynb"
     proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "execute_notebook.py"), str(NOTEBOOK),
                            "--output", str(output)], env=env, cwd=ROOT, capture_output=True, text=True,

@@ -4,12 +4,13 @@ import math
 import re
 import shutil
 import subprocess
+import sys
 
 import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from conftest import NOTEBOOK, ROOT, run_notebook
+from conftest import NOTEBOOK, ROOT, notebook_env, run_notebook
 from make_submission import check_executed
 
 FIGURES = ["fig_ae_latent", "fig_learning_curves", "fig_means_vs_samples", "fig_manifold", "fig_interpolations",
@@ -92,6 +93,20 @@ def test_fresh_retraining_reproduces_the_results(quick_run, tmp_path):
     assert json.loads((tmp_path / "b-out" / "results.json").read_text()) == results
 
 
+def test_plain_script_run_gives_the_kernel_run_results(quick_run, tmp_path):
+    """scripts/run_as_script.py, for machines without Jupyter, runs the same code to the same files."""
+    out, _, _, _ = quick_run
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "run_as_script.py")],
+                          env=notebook_env(tmp_path, {}, name="script"), cwd=ROOT, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "ran lab4_vae.ipynb as a script" in proc.stdout
+    produced = sorted(p.name for p in out.iterdir())
+    assert sorted(p.name for p in (tmp_path / "script-out").iterdir()) == produced
+    for name in produced:
+        assert (tmp_path / "script-out" / name).read_bytes() == (out / name).read_bytes(), name
+
+
 def test_rerun_reuses_checkpoints_and_rewrites_identical_files(quick_run, tmp_path):
     out, _, _, quick_tmp = quick_run
     proc, path = run_notebook(tmp_path, {"LAB4_CKPT_DIR": str(quick_tmp / "a-ckpt")}, name="c")
@@ -106,9 +121,10 @@ def test_rerun_reuses_checkpoints_and_rewrites_identical_files(quick_run, tmp_pa
 def test_every_cell_can_run_twice(quick_run, tmp_path, monkeypatch):
     """Running each cell a second time right away changes nothing that later cells see."""
     out, results, _, quick_tmp = quick_run
-    for key, value in {"LAB4_QUICK": "1", "LAB4_DATA_DIR": str(ROOT / "data" / "mnist"),
-                       "LAB4_OUT_DIR": str(tmp_path / "twice-out"), "LAB4_CKPT_DIR": str(quick_tmp / "a-ckpt")}.items():
-        monkeypatch.setenv(key, value)
+    env = notebook_env(tmp_path, {"LAB4_CKPT_DIR": str(quick_tmp / "a-ckpt")}, name="twice")
+    for key, value in env.items():
+        if key.startswith("LAB4_"):
+            monkeypatch.setenv(key, value)
     notebook = nbformat.read(NOTEBOOK, as_version=4)
     client = NotebookClient(notebook, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}})
     with client.setup_kernel():
