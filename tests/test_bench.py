@@ -1,4 +1,5 @@
 """The benchmark runs (tiny size; no timing is asserted: machines are noisy)."""
+import re
 import subprocess
 import sys
 
@@ -11,6 +12,15 @@ def test_benchmark_runs_on_a_tiny_size(tmp_path):
                           capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
     table = output.read_text()
-    for row in ("conventional: torchvision MNIST", "notebook: resident tensors", "fp32 matrix-multiply bound"):
-        assert row in table
-    assert "| pipeline | s / epoch | images / s | vs conventional |" in table
+    for row in ("| conventional: torchvision MNIST", "| notebook: resident tensors", "| notebook loop under bf16",
+                "| the model's matrix products alone", "| fp32 GEMM bound", "| Adam step |",
+                "## Reference: the VAE 784-400-20"):
+        assert row in table, row
+    assert table.count("| pipeline | s / epoch | images / s | speed-up vs conventional |") == 2
+    # every timing row holds positive numbers and a speed-up
+    rows = [line for line in table.splitlines() if re.match(r"\| (conventional|notebook|the model|fp32)", line)]
+    assert len(rows) == 9
+    for line in rows:
+        seconds, images, speedup = (cell.strip() for cell in line.strip("|").split("|")[1:])
+        assert float(seconds) > 0 and int(images.replace(",", "")) > 0 and speedup.endswith("x"), line
+    assert re.search(r"vs conventional pipeline: \*\*\d+\.\d\dx\*\*", table)
