@@ -1,14 +1,14 @@
 # Lab 4 (VAE on MNIST): one command builds everything, one command tests it.
 #   make        venv + TeX (Debian) + full notebook run in place + report PDF + submission/
 #   make test   the whole test suite (what CI runs)
-#   make bench  training-speed benchmark -> bench/results.md
+#   make bench  training-speed benchmark -> bench/results.md (make quality: faster settings vs dev ELBO)
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 NOTEBOOK := lab4_vae.ipynb
 
-.PHONY: all setup venv tex notebook report submission test bench clean
+.PHONY: all setup venv tex notebook report submission test bench quality clean
 
 all: submission
 
@@ -40,6 +40,9 @@ test: setup
 
 bench: venv
 	$(PY) bench/bench.py
+
+quality: venv
+	$(PY) bench/quality.py
 
 clean:
 	cd report && latexmk -C main.tex >/dev/null 2>&1 || true

@@ -24,3 +24,14 @@ def test_benchmark_runs_on_a_tiny_size(tmp_path):
         seconds, images, speedup = (cell.strip() for cell in line.strip("|").split("|")[1:])
         assert float(seconds) > 0 and int(images.replace(",", "")) > 0 and speedup.endswith("x"), line
     assert re.search(r"vs conventional pipeline: \*\*\d+\.\d\dx\*\*", table)
+
+
+def test_quality_comparison_runs_on_a_tiny_size(tmp_path):
+    output = tmp_path / "quality.md"
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "quality.py"), "--epochs", "1", "--n-train", "1000",
+                           "--output", str(output)], capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    table = output.read_text()
+    rows = re.findall(r"^\| (.+?) \| (-?[\d.]+) \| ([\d.]+) \|$", table, re.M)
+    assert len(rows) == 6 and all(float(seconds) > 0 for _, _, seconds in rows)
+    assert sum(line.startswith("- ") and line.endswith("acceptable.") for line in table.splitlines()) == 3
