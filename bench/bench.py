@@ -69,7 +69,7 @@ def build_model(nb, spec, device):
     return nb["VAE"](784, spec["latent_dim"], nb["SIGMA"], spec["hidden_dims"], nb["ACTIVATION"]).to(device)
 
 
-def describe(nb, spec):
+def describe(spec):
     return f"784-{'-'.join(map(str, spec['hidden_dims']))}-{spec['latent_dim']}"
 
 
@@ -95,6 +95,26 @@ def gemm_gflops(device, size=2048, repeats=3):
         synchronize(device)
         times.append(time.perf_counter() - start)
     return 2 * size**3 / min(times) / 1e9
+
+
+def under_bf16_autocast(loss_fn, device):
+    """`loss_fn` with its forward pass run under bf16 autocast on `device`."""
+    def bf16_loss(model, *batch, generator=None):
+        with torch.autocast(device.type, dtype=torch.bfloat16):
+            return loss_fn(model, *batch, generator=generator)
+    return bf16_loss
+
+
+class GemmThroughput:
+    """Not an epoch: the fp32 GEMM throughput, measured in every round like the rest (GFLOP/s in .values)."""
+    silent = True
+
+    def __init__(self, device):
+        self.device, self.values = device, []
+
+    def epoch(self):
+        self.values.append(gemm_gflops(self.device))
+        return 0.0
 
 
 class MatmulsAlone:
@@ -167,12 +187,7 @@ class NotebookLoop:
         if compiled:
             self.model.encoder = torch.compile(self.model.encoder)
             self.model.decoder = torch.compile(self.model.decoder)
-        self.loss_fn = nb["vae_loss"]
-        if bf16:
-            def bf16_loss(model, x, generator=None):
-                with torch.autocast(device.type, dtype=torch.bfloat16):
-                    return nb["vae_loss"](model, x, generator)
-            self.loss_fn = bf16_loss
+        self.loss_fn = under_bf16_autocast(nb["vae_loss"], device) if bf16 else nb["vae_loss"]
         self.first_call_seconds = None
 
     def epoch(self):
@@ -302,7 +317,7 @@ def main():
     specs = {"main": main_spec, "reference": REFERENCE}
     models = {key: build_model(nb, spec, device) for key, spec in specs.items()}
     print(f"device: {device_description(device)} | torch {torch.__version__} | batch {nb['BATCH_SIZE']}, "
-          f"{n_train:,} images per epoch | models " + ", ".join(describe(nb, s) for s in specs.values()), flush=True)
+          f"{n_train:,} images per epoch | models " + ", ".join(describe(s) for s in specs.values()), flush=True)
 
     root, dataset = prepare_torchvision_root()
     try:
@@ -320,22 +335,14 @@ def main():
             "reference notebook": NotebookLoop(nb, REFERENCE, train_x, device),
             "reference matmuls": MatmulsAlone(models["reference"], nb["BATCH_SIZE"], n_train, device),
         })
-        peaks = []
-
-        class Peak:  # the GEMM throughput, measured in every round like the rest
-            silent = True
-
-            def epoch(self):
-                peaks.append(gemm_gflops(device))
-                return 0.0
-
-        configs["gemm peak"] = Peak()
+        configs["gemm peak"] = GemmThroughput(device)
         seconds = run_rounds(configs, rounds)
     finally:
         shutil.rmtree(root, ignore_errors=True)
         shutil.rmtree(inductor_cache, ignore_errors=True)
-    peak = statistics.median(peaks[1:])
-    bounds = {key: [epoch_flops(model, n_train) / (p * 1e9) for p in peaks[1:]] for key, model in models.items()}
+    peaks = configs["gemm peak"].values[1:]  # the warm-up round's value is not counted
+    peak = statistics.median(peaks)
+    bounds = {key: [epoch_flops(model, n_train) / (p * 1e9) for p in peaks] for key, model in models.items()}
     quick = None if args.tiny else quick_notebook_seconds(3)
 
     conv, ours = seconds["conventional"], seconds["notebook"]
@@ -364,7 +371,7 @@ def main():
         "that the slow phases of a shared machine hit all of them alike; s / epoch is the median over the rounds, "
         "the speed-up the median of the per-round ratios.",
         "",
-        f"## The notebook's VAE {describe(nb, main_spec)} ({sum(p.numel() for p in main_model.parameters()):,} "
+        f"## The notebook's VAE {describe(main_spec)} ({sum(p.numel() for p in main_model.parameters()):,} "
         "parameters)",
         "",
         *table(rows, conv, n_train),
@@ -395,7 +402,7 @@ def main():
                      "mostly for 5 epochs) and every new batch shape compiles again, so it does not pay there.")
     lines += [
         "",
-        f"## Reference: the VAE {describe(nb, REFERENCE)} of the performance issue "
+        f"## Reference: the VAE {describe(REFERENCE)} of the performance issue "
         f"({sum(p.numel() for p in models['reference'].parameters()):,} parameters), same loop",
         "",
         *table([("conventional: torchvision MNIST + ToTensor + DataLoader, .item() per step", ref_conv),

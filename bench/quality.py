@@ -23,17 +23,14 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
+from bench import under_bf16_autocast  # noqa: E402  (bench/ is this script's own folder)
 from notebook_defs import load_defs  # noqa: E402
 
 
 def train_and_score(nb, data, *, seed, batch_size, lr, epochs, matmul_precision="highest", autocast=False):
     """(final dev -ELBO in fp32, median seconds per epoch) of the notebook's VAE under one setting."""
     train_x, dev_x = data
-    loss_fn = nb["vae_loss"]
-    if autocast:
-        def loss_fn(model, x, generator=None):
-            with torch.autocast(train_x.device.type, dtype=torch.bfloat16):
-                return nb["vae_loss"](model, x, generator)
+    loss_fn = under_bf16_autocast(nb["vae_loss"], train_x.device) if autocast else nb["vae_loss"]
     torch.manual_seed(seed)
     model = nb["VAE"](784, nb["LATENT_DIM"], nb["SIGMA"], nb["HIDDEN_DIMS"], nb["ACTIVATION"]).to(train_x.device)
     torch.set_float32_matmul_precision(matmul_precision)
