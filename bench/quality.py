@@ -23,7 +23,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
-from bench import under_bf16_autocast  # noqa: E402  (bench/ is this script's own folder)
+from bench import build_model, under_bf16_autocast, vae_clip_norm  # noqa: E402  (bench/ is this script's own folder)
 from notebook_defs import load_defs  # noqa: E402
 
 
@@ -31,12 +31,11 @@ def train_and_score(nb, data, *, seed, batch_size, lr, epochs, matmul_precision=
     """(final dev -ELBO in fp32, median seconds per epoch) of the notebook's VAE under one setting."""
     train_x, dev_x = data
     loss_fn = under_bf16_autocast(nb["vae_loss"], train_x.device) if autocast else nb["vae_loss"]
-    torch.manual_seed(seed)
-    model = nb["VAE"](784, nb["LATENT_DIM"], nb["SIGMA"], nb["HIDDEN_DIMS"], nb["ACTIVATION"]).to(train_x.device)
+    model = build_model(nb, {"latent_dim": nb["LATENT_DIM"], "hidden_dims": nb["HIDDEN_DIMS"]}, train_x.device, seed)
     torch.set_float32_matmul_precision(matmul_precision)
     try:
         history = nb["train_model"](model, loss_fn, (train_x,), (dev_x[:256],), name=f"seed {seed}", epochs=epochs,
-                                    batch_size=batch_size, lr=lr, clip_norm=nb["CLIP_NORM"] / (2 * nb["SIGMA"]**2),
+                                    batch_size=batch_size, lr=lr, clip_norm=vae_clip_norm(nb),
                                     seed=seed)
     finally:
         torch.set_float32_matmul_precision("highest")
