@@ -143,8 +143,12 @@ def test_iwae_bound_is_above_the_elbo(nb):
     model = nb["VAE"](784, 2, 0.3, (32,), "relu")
     x = torch.rand(50, 784)
     elbo = -nb["evaluate_loss"](model, nb["vae_loss"], (x,), 50, 0)["loss"]
-    assert nb["iwae_bound"](model, x, 1, 0) == pytest.approx(elbo, abs=2.0)  # K = 1 is the ELBO (other noise)
-    assert nb["iwae_bound"](model, x, 100, 0) >= elbo
+    one = nb["iwae_bound"](model, x, 1, 0)
+    assert one["iwae"] == pytest.approx(one["elbo"], abs=1e-6)  # K = 1: L_1 is the ELBO of the same sample
+    assert one["iwae"] == pytest.approx(elbo, abs=2.0)  # ... and the ELBO of other noise, up to Monte Carlo
+    many = nb["iwae_bound"](model, x, 100, 0)
+    assert many["iwae"] >= elbo and many["iwae"] >= many["elbo"]
+    assert many["elbo"] == pytest.approx(elbo, abs=2.0)  # the mean of 100 log-weights estimates the ELBO
 
 
 def test_frechet_distance(nb):
@@ -160,3 +164,99 @@ def test_number_formatting_for_latex(nb):
     assert fmt(1584.7) == "1{,}584.7"
     assert fmt(-176.71) == "\\ensuremath{-}176.7"
     assert fmt(-0.0001, 3) == "0.000"  # never a negative zero
+
+
+# --- levers of generation and the evidence machinery ---------------------------------------------
+def tiny_vae(nb, sigma=1.0, seed=0, **kwargs):
+    torch.manual_seed(seed)
+    return nb["VAE"](784, 2, sigma, (16,), "relu", **kwargs).eval()
+
+
+def test_quadrature_matches_a_brute_force_integral(nb):
+    """log p(x) on a box around q equals a fine global grid over the prior's whole range."""
+    model = tiny_vae(nb, sigma=1.0)
+    x = torch.rand(3, 784, generator=torch.Generator().manual_seed(0))
+    quad = nb["log_marginal_quadrature"](model, x, 64, 10.0)
+    with torch.no_grad():
+        t = torch.linspace(-9, 9, 601)
+        z = torch.stack(torch.meshgrid(t, t, indexing="ij"), -1).reshape(-1, 2)
+        cell = (t[1] - t[0]) ** 2
+        log_joint = (-nb["gaussian_nll"](x[:, None], model.decoder(z)[None], 1.0)
+                     - 0.5 * z.pow(2).sum(-1) - math.log(2 * math.pi))
+        brute = torch.logsumexp(log_joint.double(), 1) + math.log(cell)
+    torch.testing.assert_close(quad, brute, atol=1e-3, rtol=0)
+
+
+def test_bounds_are_ordered_below_the_exact_likelihood(nb):
+    model = tiny_vae(nb, sigma=0.5)
+    x = torch.rand(20, 784, generator=torch.Generator().manual_seed(1))
+    bounds = nb["iwae_bound"](model, x, 200, 0)
+    log_px = float(nb["log_marginal_quadrature"](model, x, 64, 10.0).mean())
+    assert bounds["elbo"] <= bounds["iwae"] <= log_px + 1e-3
+
+
+def test_mixture_sampling_is_seeded_and_shaped(nb):
+    from sklearn.mixture import GaussianMixture
+    codes = torch.cat([torch.randn(300, 3) - 4, torch.randn(300, 3) + 4]).numpy()
+    mixture = GaussianMixture(2, random_state=0).fit(codes)
+    a, b = nb["sample_mixture"](mixture, 500, 7), nb["sample_mixture"](mixture, 500, 7)
+    assert a.shape == (500, 3) and a.dtype == torch.float32 and torch.equal(a, b)
+    assert not torch.equal(a, nb["sample_mixture"](mixture, 500, 8))
+    # draws come from both components, in random order (GaussianMixture.sample groups them)
+    side = (a[:, 0] > 0).float()
+    assert 0.3 < side.mean() < 0.7 and 0.3 < side[:50].mean() < 0.7
+
+
+def test_learned_sigma_is_positive_and_moves(nb):
+    model = tiny_vae(nb, sigma=0.5, learn_sigma=True).train()
+    assert [n for n, _ in model.named_parameters()].count("log_sigma") == 1
+    data = (torch.rand(256, 784, generator=torch.Generator().manual_seed(2)),)
+    history = nb["train_model"](model, nb["vae_loss"], data, data, name="learned sigma", epochs=3, batch_size=64,
+                                lr=1e-2, clip_norm=1e6, seed=0)
+    sigmas = history["dev"]["sigma"]
+    assert sigmas[0] == pytest.approx(0.5) and all(s > 0 for s in sigmas)
+    assert abs(sigmas[-1] - sigmas[0]) > 0.01  # it is trained
+    fixed = tiny_vae(nb, sigma=0.5)
+    assert "log_sigma" not in dict(fixed.named_parameters()) and fixed.sigma == 0.5
+
+
+def test_ml_sigma_is_the_rms_of_sampled_reconstructions(nb):
+    model = tiny_vae(nb, sigma=0.3)
+    x = torch.rand(64, 784, generator=torch.Generator().manual_seed(3))
+    sigma_star = nb["sampled_reconstruction_sigma"](model, x, 0)
+    # at sigma*, the expected negative log-likelihood is minimal over sigma
+    def nll(sigma):
+        g = torch.Generator().manual_seed(0)
+        with torch.no_grad():
+            z = nb["reparameterize"](*model.encoder(x), g)
+            return float(nb["gaussian_nll"](x, model.decoder(z), sigma).mean())
+    assert nll(sigma_star) < min(nll(sigma_star * 0.9), nll(sigma_star * 1.1))
+
+
+def test_seeds_give_distinct_models_and_seed_summaries(nb):
+    a, b, a_again = tiny_vae(nb, seed=0), tiny_vae(nb, seed=1), tiny_vae(nb, seed=0)
+    assert not torch.equal(a.encoder.mu.weight, b.encoder.mu.weight)
+    assert torch.equal(a.encoder.mu.weight, a_again.encoder.mu.weight)
+    summary = nb["summarize_seeds"]([{"fd": 1.0, "n": 2}, {"fd": 3.0, "n": 2}])
+    assert summary["values"]["fd"] == [1.0, 3.0] and summary["mean"]["fd"] == 2.0
+    assert summary["sd"]["fd"] == pytest.approx(math.sqrt(2))
+    assert nb["summarize_seeds"]([{"fd": 1.0}])["sd"]["fd"] is None
+    assert nb["compare_seeds"]([1, 2, 3], [4, 5, 6]) == {"difference": -3.0, "resolved": True}
+    assert nb["compare_seeds"]([1, 5], [4, 6])["resolved"] is False
+
+
+def test_convolutional_vae_has_the_same_interface(nb):
+    model = tiny_vae(nb, sigma=0.2, architecture="conv", conv_channels=(4, 8))
+    mu, log_var = model.encoder(torch.rand(5, 784))
+    assert mu.shape == log_var.shape == (5, 2)
+    assert model.decoder(mu).shape == (5, 784) and 0 <= model.decoder(mu).min()
+    terms = nb["vae_loss"](model, torch.rand(5, 784))
+    assert set(terms) == {"loss", "recon", "kl"} and torch.isfinite(terms["loss"])
+
+
+def test_rate_split_adds_up(nb):
+    model = tiny_vae(nb, sigma=0.5)
+    x = torch.rand(200, 784, generator=torch.Generator().manual_seed(4))
+    parts = nb["split_rate"](model, x, 2000, 0)
+    assert parts["mutual_info"] + parts["marginal_kl"] == pytest.approx(parts["rate"])
+    assert parts["mutual_info"] <= math.log(len(x)) + 1e-6
