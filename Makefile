@@ -1,14 +1,16 @@
 # Lab 4 (VAE on MNIST): one command builds everything, one command tests it.
 #   make        venv + TeX (Debian) + full notebook run in place + report PDF + submission/
 #   make test   the whole test suite (what CI runs)
+#   make lab    open the notebook in JupyterLab with the project's kernel (LAB_ARGS: extra server options)
 #   make bench  training-speed benchmark -> bench/results.md (make quality: faster settings vs dev ELBO)
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 NOTEBOOK := lab4_vae.ipynb
+LAB_ARGS ?=
 
-.PHONY: all setup venv tex notebook report submission test bench quality clean
+.PHONY: all setup venv tex notebook lab report submission test bench quality clean
 
 all: submission
 
@@ -28,6 +30,12 @@ tex:
 
 notebook: venv
 	$(PY) scripts/execute_notebook.py $(NOTEBOOK)
+
+# JupyterLab on the notebook. JUPYTER_PREFER_ENV_PATH: the venv's kernelspec wins over one in ~/.local;
+# transport_encryption: CurveZMQ for its kernels, else ipykernel warns at every start that it runs over
+# unencrypted TCP (scripts/execute_notebook.py does the same).
+lab: venv
+	JUPYTER_PREFER_ENV_PATH=1 $(VENV)/bin/jupyter lab $(NOTEBOOK) --KernelManager.transport_encryption=auto $(LAB_ARGS)
 
 report: tex
 	cd report && latexmk -pdf -interaction=nonstopmode -halt-on-error -quiet main.tex

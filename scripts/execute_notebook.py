@@ -1,11 +1,13 @@
 """Execute a notebook top to bottom with a fresh kernel and save it with its outputs.
 
-Usage: python scripts/execute_notebook.py NOTEBOOK [--output OUT.ipynb] [--timeout SECONDS]
+Usage: python scripts/execute_notebook.py NOTEBOOK [--output OUT.ipynb] [--timeout SECONDS] [--cwd DIR]
 
-The kernel runs in the repository root, so the notebook's relative paths (data/mnist,
-report/figures, checkpoints) resolve there; LAB4_* variables in the environment reach the
-kernel and override the notebook's parameters. Stream outputs are coalesced and carriage
-returns resolved, so progress bars are stored as their final line of plain text.
+The kernel runs in the notebook's own folder, as in Jupyter (for lab4_vae.ipynb: the repository
+root), or in --cwd, so the notebook's relative paths (data/mnist, report/figures, checkpoints)
+resolve there; LAB4_* variables in the environment reach the kernel and override the notebook's
+parameters. Stream outputs are coalesced and carriage returns resolved, so progress bars are
+stored as their final line of plain text. The kernel's connection is encrypted (CurveZMQ) where
+its kernelspec supports it, so ipykernel does not warn about plain-text TCP.
 """
 import argparse
 import sys
@@ -13,10 +15,19 @@ import time
 from pathlib import Path
 
 import nbformat
+import zmq
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
+from traitlets.config import Config
 
-ROOT = Path(__file__).resolve().parents[1]
+
+def kernel_config():
+    """Kernel-manager settings: CurveZMQ keys for kernels whose kernelspec declares support (ipykernel's
+    does). Without them ipykernel >= 7.4 warns on every start that it runs over unencrypted TCP."""
+    config = Config()
+    if zmq.has("curve"):  # "auto" needs libzmq built with CurveZMQ; otherwise keep the default (and the warning)
+        config.KernelManager.transport_encryption = "auto"
+    return config
 
 
 def resolve_carriage_returns(text):
@@ -39,11 +50,13 @@ def coalesce_streams(cell):
     cell.outputs = [o for o in merged if o.output_type != "stream" or o.text.strip()]
 
 
-def execute(path, output=None, timeout=None):
-    """Run every cell of `path` in order; write the executed notebook to `output` (default: in place)."""
+def execute(path, output=None, timeout=None, cwd=None):
+    """Run every cell of `path` in order, in folder `cwd` (default: the notebook's folder); write the
+    executed notebook to `output` (default: in place)."""
     notebook = nbformat.read(path, as_version=4)
-    client = NotebookClient(notebook, timeout=timeout, kernel_name="python3",
-                            resources={"metadata": {"path": str(ROOT)}})
+    cwd = Path(cwd) if cwd is not None else Path(path).resolve().parent
+    client = NotebookClient(notebook, timeout=timeout, kernel_name="python3", config=kernel_config(),
+                            resources={"metadata": {"path": str(cwd)}})
     start = time.perf_counter()
     try:
         client.execute()
@@ -60,9 +73,11 @@ def main():
     parser.add_argument("notebook", type=Path)
     parser.add_argument("--output", type=Path, default=None)
     parser.add_argument("--timeout", type=int, default=None, help="per-cell limit in seconds (default: none)")
+    parser.add_argument("--cwd", type=Path, default=None,
+                        help="folder the kernel runs in (default: the notebook's folder, as in Jupyter)")
     args = parser.parse_args()
     try:
-        seconds = execute(args.notebook, args.output, args.timeout)
+        seconds = execute(args.notebook, args.output, args.timeout, args.cwd)
     except CellExecutionError as err:
         print(f"{args.notebook} failed; the partial outputs are saved.\n{err}", file=sys.stderr)
         return 1

@@ -16,7 +16,7 @@ BAD_VALUES = [
     ({"LAB4_BATCH_SIZE": "0"}, "Invalid parameter BATCH_SIZE=0: expected an integer >= 1"),
     ({"LAB4_CLIP_NORM": "0"}, "Invalid parameter CLIP_NORM=0.0: expected a finite number > 0"),
     ({"LAB4_DEVICE": "gpu"}, "Invalid parameter DEVICE='gpu'"),
-    ({"LAB4_DATA_DIR": "no/such/folder"}, "Invalid parameter DATA_DIR='no/such/folder': expected an existing folder"),
+    ({"LAB4_DATA_DIR": "README.md"}, "Invalid parameter DATA_DIR='README.md': expected a folder path"),
     ({"LAB4_ACTIVATION": "sigmoid"}, "Invalid parameter ACTIVATION='sigmoid': expected one of"),
     ({"LAB4_HIDDEN_DIMS": "512,0"}, "Invalid parameter HIDDEN_DIMS=(512, 0): expected a non-empty tuple of integers >= 1"),
     ({"LAB4_QUICK": "maybe"}, "LAB4_QUICK='maybe' does not parse as the type of QUICK (bool)"),

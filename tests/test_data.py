@@ -1,11 +1,19 @@
-"""The vendored MNIST files and the notebook's checked loader."""
+"""MNIST where users have it: the notebook's checked loader on every layout it accepts, and what it refuses."""
+import gzip
 import hashlib
+import http.server
 import shutil
+import socket
+import threading
+import time
 
 import pytest
 import torch
+import torchvision
 
 from conftest import DATA_DIR
+
+STEMS = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
 
 
 def test_vendored_checksums_match():
@@ -15,54 +23,176 @@ def test_vendored_checksums_match():
         assert hashlib.sha256((DATA_DIR / name).read_bytes()).hexdigest() == digest, name
 
 
-def test_loader_gives_the_course_split(nb):
-    data = nb["load_mnist"](DATA_DIR, torch.device("cpu"))
-    sizes = {split: (tuple(x.shape), tuple(y.shape)) for split, (x, y) in data.items()}
+def test_notebook_checksums_are_those_of_the_vendored_content(nb):
+    for stem in STEMS:
+        content = gzip.decompress((DATA_DIR / f"{stem}.gz").read_bytes())
+        assert nb["MNIST_SHA256"][stem] == hashlib.sha256(content).hexdigest(), stem
+
+
+@pytest.fixture(scope="module")
+def vendored(nb):
+    return nb["load_mnist"](DATA_DIR, torch.device("cpu"))
+
+
+def assert_same_data(data, reference):
+    assert data.keys() == reference.keys()
+    for split in data:
+        for got, want in zip(data[split], reference[split]):
+            assert got.dtype == want.dtype and torch.equal(got, want), split
+
+
+def test_loader_gives_the_course_split(vendored):
+    sizes = {split: (tuple(x.shape), tuple(y.shape)) for split, (x, y) in vendored.items()}
     assert sizes == {"train": ((50000, 784), (50000,)), "dev": ((10000, 784), (10000,)),
                      "test": ((10000, 784), (10000,))}
-    for x, y in data.values():
+    for x, y in vendored.values():
         assert x.dtype == torch.float32 and 0 <= x.min() and x.max() == 1
         assert y.dtype == torch.int64 and set(y.unique().tolist()) == set(range(10))
     # the dev set is the tail of the training file: first dev label of the original file is index 50,000
-    assert data["train"][1][:5].tolist() == [5, 0, 4, 1, 9]
+    assert vendored["train"][1][:5].tolist() == [5, 0, 4, 1, 9]
 
 
 @pytest.fixture
-def data_copy(tmp_path):
-    target = tmp_path / "mnist"
-    shutil.copytree(DATA_DIR, target)
+def no_download(nb, monkeypatch):
+    """Fail the test if the loader tries to download."""
+    def refuse(data_dir):
+        raise AssertionError(f"unexpected download into {data_dir}")
+    monkeypatch.setitem(nb, "download_mnist", refuse)
+
+
+@pytest.fixture
+def flat_gz(tmp_path):
+    """A user's folder of the four .gz files, without SHA256SUMS or anything else."""
+    target = tmp_path / "mnist-gz"
+    target.mkdir()
+    for stem in STEMS:
+        shutil.copy(DATA_DIR / f"{stem}.gz", target)
     return target
 
 
-def test_missing_file_names_the_path_and_the_remedy(nb, data_copy):
-    (data_copy / "t10k-labels-idx1-ubyte.gz").unlink()
-    with pytest.raises(FileNotFoundError, match=r"t10k-labels-idx1-ubyte\.gz is missing.*data/mnist"):
-        nb["load_mnist"](data_copy, torch.device("cpu"))
+def make_torchvision_root(root):
+    """root/MNIST/raw/ with the four uncompressed IDX files, as torchvision.datasets.MNIST leaves it."""
+    raw = root / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for stem in STEMS:
+        (raw / stem).write_bytes(gzip.decompress((DATA_DIR / f"{stem}.gz").read_bytes()))
+    return root
 
 
-def test_corrupted_file_is_refused(nb, data_copy):
-    path = data_copy / "train-labels-idx1-ubyte.gz"
+def test_flat_folder_of_gz_files_without_side_file(nb, flat_gz, vendored, no_download):
+    assert_same_data(nb["load_mnist"](flat_gz, torch.device("cpu")), vendored)
+
+
+def test_flat_folder_of_uncompressed_files(nb, tmp_path, vendored, no_download):
+    raw = make_torchvision_root(tmp_path / "root") / "MNIST" / "raw"
+    assert_same_data(nb["load_mnist"](raw, torch.device("cpu")), vendored)
+
+
+def test_torchvision_root_with_uncompressed_raw_files(nb, tmp_path, vendored, no_download):
+    root = make_torchvision_root(tmp_path / "root")
+    assert len(torchvision.datasets.MNIST(root, train=False)) == 10000  # torchvision itself accepts this root
+    assert_same_data(nb["load_mnist"](root, torch.device("cpu")), vendored)
+
+
+def test_missing_file_names_the_path_and_the_remedy(nb, flat_gz, no_download):
+    (flat_gz / "t10k-labels-idx1-ubyte.gz").unlink()
+    with pytest.raises(FileNotFoundError, match=r"t10k-labels-idx1-ubyte\.gz is missing: .* holds only some of the "
+                                                 r"four files\. Add the missing ones"):
+        nb["load_mnist"](flat_gz, torch.device("cpu"))
+
+
+def test_corrupted_file_is_refused(nb, flat_gz):
+    path = flat_gz / "train-labels-idx1-ubyte.gz"
     raw = bytearray(path.read_bytes())
     raw[len(raw) // 2] ^= 0xFF
     path.write_bytes(bytes(raw))
-    with pytest.raises(ValueError, match=r"train-labels-idx1-ubyte\.gz fails its SHA-256 check"):
-        nb["load_mnist"](data_copy, torch.device("cpu"))
+    with pytest.raises(ValueError, match=r"train-labels-idx1-ubyte\.gz fails its SHA-256 check: it is corrupted"):
+        nb["load_mnist"](flat_gz, torch.device("cpu"))
 
 
-def test_truncated_file_is_refused(nb, data_copy):
-    path = data_copy / "t10k-images-idx3-ubyte.gz"
+def test_truncated_gz_file_is_refused(nb, flat_gz):
+    path = flat_gz / "t10k-images-idx3-ubyte.gz"
     path.write_bytes(path.read_bytes()[:100_000])
     with pytest.raises(ValueError, match=r"t10k-images-idx3-ubyte\.gz fails its SHA-256 check: it is truncated"):
-        nb["load_mnist"](data_copy, torch.device("cpu"))
+        nb["load_mnist"](flat_gz, torch.device("cpu"))
 
 
-def test_idx_reader_checks_the_header_and_size(nb, tmp_path):
-    import gzip
-    bad = tmp_path / "bad.gz"
-    with gzip.open(bad, "wb") as handle:
-        handle.write((2051).to_bytes(4, "big") + (2).to_bytes(4, "big") + (28).to_bytes(4, "big")
-                     + (28).to_bytes(4, "big") + bytes(28 * 28))  # announces 2 images, holds 1
-    with pytest.raises(ValueError, match=r"bad\.gz holds 784 bytes of data, its header announces 1568"):
-        nb["read_idx"](bad, 2051)
-    with pytest.raises(ValueError, match=r"bad\.gz has IDX magic 2051, expected 2049"):
-        nb["read_idx"](bad, 2049)
+def test_truncated_uncompressed_file_is_refused(nb, tmp_path):
+    raw = make_torchvision_root(tmp_path / "root") / "MNIST" / "raw"
+    path = raw / "train-images-idx3-ubyte"
+    path.write_bytes(path.read_bytes()[:1_000_000])
+    with pytest.raises(ValueError, match=r"train-images-idx3-ubyte fails its SHA-256 check: it is truncated "
+                                         r"\(1,000,000 of 47,040,016 bytes\)"):
+        nb["load_mnist"](tmp_path / "root", torch.device("cpu"))
+
+
+def test_fashion_mnist_is_refused(nb, tmp_path):
+    """Fashion-MNIST has MNIST's file names, headers and sizes; only the content (so the checksum) differs."""
+    fashion = tmp_path / "fashion"
+    fashion.mkdir()
+    generator = torch.Generator().manual_seed(0)
+    for stem in STEMS:
+        content = gzip.decompress((DATA_DIR / f"{stem}.gz").read_bytes())
+        header = 16 if "images" in stem else 8
+        body = torch.randint(0, 256 if "images" in stem else 10, (len(content) - header,), dtype=torch.uint8,
+                             generator=generator)
+        (fashion / f"{stem}.gz").write_bytes(gzip.compress(content[:header] + bytes(body.numpy()), mtime=0))
+    with pytest.raises(ValueError, match=r"train-images-idx3-ubyte\.gz fails its SHA-256 check: it is not the "
+                                         r"original MNIST, only in its format \(Fashion-MNIST"):
+        nb["load_mnist"](fashion, torch.device("cpu"))
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_empty_folder_without_network_fails_fast_with_one_clear_message(nb, tmp_path, monkeypatch):
+    """Nothing listens on the mirror's port (as without network): one message, no empty folders left."""
+    monkeypatch.setattr(torchvision.datasets.MNIST, "mirrors", [f"http://127.0.0.1:{free_port()}/mnist/"])
+    target = tmp_path / "data" / "mnist"
+    start = time.perf_counter()
+    with pytest.raises(FileNotFoundError) as info:
+        nb["load_mnist"](target, torch.device("cpu"))
+    assert time.perf_counter() - start < 10
+    message = str(info.value)
+    assert message.startswith(f"MNIST is not in {target} and could not be downloaded (")
+    assert "Put the four files train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, " \
+           "t10k-labels-idx1-ubyte (gzip-compressed or not) into" in message and "\n" not in message
+    assert info.value.__cause__ is None and info.value.__suppress_context__
+    assert not (tmp_path / "data").exists()  # the folders torchvision created for the download are removed
+
+
+def test_a_silent_network_costs_at_most_the_download_timeout(nb, tmp_path, monkeypatch):
+    """A mirror that accepts the connection and never answers (a dead proxy, a firewall) must not hang."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        monkeypatch.setattr(torchvision.datasets.MNIST, "mirrors",
+                            [f"http://127.0.0.1:{silent.getsockname()[1]}/mnist/"])
+        monkeypatch.setitem(nb, "MNIST_DOWNLOAD_TIMEOUT", 1)
+        start = time.perf_counter()
+        with pytest.raises(FileNotFoundError, match=r"could not be downloaded \(.*timed out"):
+            nb["load_mnist"](tmp_path / "mnist", torch.device("cpu"))
+        assert time.perf_counter() - start < 10
+    assert socket.getdefaulttimeout() is None  # restored
+
+
+def test_empty_folder_is_filled_by_a_torchvision_download(nb, tmp_path, monkeypatch, vendored):
+    """The download path end to end, from a local mirror serving our .gz files (no internet here)."""
+    handler = lambda *args: http.server.SimpleHTTPRequestHandler(*args, directory=str(DATA_DIR))  # noqa: E731
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        # our .gz wrappers were re-made: torchvision's MD5s are those of the original .gz files
+        monkeypatch.setattr(torchvision.datasets.MNIST, "mirrors", [f"http://127.0.0.1:{server.server_port}/"])
+        monkeypatch.setattr(torchvision.datasets.MNIST, "resources", [
+            (f"{stem}.gz", hashlib.md5((DATA_DIR / f"{stem}.gz").read_bytes()).hexdigest()) for stem in STEMS])
+        data = nb["load_mnist"](tmp_path / "fresh", torch.device("cpu"))
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert sorted(p.name for p in (tmp_path / "fresh" / "MNIST" / "raw").iterdir()) == sorted(
+        STEMS + [f"{stem}.gz" for stem in STEMS])
+    assert_same_data(data, vendored)
