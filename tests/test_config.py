@@ -21,6 +21,7 @@ BAD_VALUES = [
     ({"LAB4_HIDDEN_DIMS": "512,0"}, "Invalid parameter HIDDEN_DIMS=(512, 0): expected a non-empty tuple of integers >= 1"),
     ({"LAB4_QUICK": "maybe"}, "LAB4_QUICK='maybe' does not parse as the type of QUICK (bool)"),
     ({"LAB4_VARIANTS": '{"deeper": {"DEPTH": 3}}'}, "Invalid parameter VARIANTS="),
+    ({"LAB4_VARIANTS": '{"a": {"LR": 0.01}}'}, "Invalid parameter VARIANTS="),  # no "base" to compare with
     ({"LAB4_EPOHCS": "3"}, "Unknown environment variable(s) ['LAB4_EPOHCS']; known parameters: LAB4_DATA_DIR"),
 ]
 
@@ -44,9 +45,9 @@ def test_unavailable_cuda_is_refused(nb):
 def test_good_overrides_are_parsed_and_typed(nb):
     namespace = {name: nb[name] for name in nb["PARAM_RULES"]}
     params = nb["apply_config"](namespace, {"LAB4_LATENT_DIM": "5", "LAB4_SIGMA": "1", "LAB4_QUICK": "yes",
-                                            "LAB4_SIGMA_GRID": "0.1, 0.3", "LAB4_VARIANTS": '{"a": {"LR": 0.01}}'})
+                                            "LAB4_SIGMA_GRID": "0.1, 0.3", "LAB4_VARIANTS": '{"base": {}, "a": {"LR": 0.01}}'})
     assert params["LATENT_DIM"] == 5 and params["SIGMA"] == 1.0 and isinstance(params["SIGMA"], float)
-    assert params["SIGMA_GRID"] == (0.1, 0.3) and params["VARIANTS"] == {"a": {"LR": 0.01}}
+    assert params["SIGMA_GRID"] == (0.1, 0.3) and params["VARIANTS"] == {"base": {}, "a": {"LR": 0.01}}
     assert params["QUICK"] is True and params["EPOCHS"] == params["QUICK_EPOCHS"]  # quick mode caps epochs
     assert namespace["LATENT_DIM"] == nb["LATENT_DIM"]  # the namespace itself is not modified
 
@@ -55,5 +56,5 @@ def test_absurd_learning_rate_stops_with_a_clear_message(tmp_path):
     proc, path = run_notebook(tmp_path, {"LAB4_LR": "1e12"})
     errors = error_outputs(path)
     assert len(errors) == 1, errors
-    assert re.match(r"FloatingPointError: (AE|VAE) d=2: non-finite loss or gradient at epoch 1, step \d+ ", errors[0])
+    assert re.match(r"FloatingPointError: (AE|VAE) d=2 \(seed 0\): non-finite loss or gradient at epoch 1, step \d+ ", errors[0])
     assert "weights of epoch 0 were restored" in errors[0]

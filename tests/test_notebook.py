@@ -57,7 +57,8 @@ def test_quick_run_exports_every_file(quick_run):
         table = (out / f"{name}.tex").read_text()
         assert table.startswith("\\begin{tabular}") and "\\toprule" in table and "\\bottomrule" in table
     macros = dict(re.findall(r"\\newcommand\{\\(\w+)\}\{(.*)\}", (out / "results.tex").read_text()))
-    for name in ("VAENegElbo", "VAENegIwae", "VAEKL", "AEKnnAcc", "VAEFrechet", "ClfTestAcc", "SigmaDec"):
+    for name in ("VAENegElbo", "VAENegElboSd", "VAEKL", "AEKnnAcc", "VAEFrechet", "ClfTestAcc", "SigmaDec",
+                 "LikLogPx", "QuadCheck", "BestFrechet", "ResolvedLr", "AEMixDevFrechet"):
         assert macros.get(name), name
 
 
@@ -81,7 +82,7 @@ def test_quick_run_numbers_are_finite_and_consistent(quick_run):
     lik = results["likelihood"]["mean"]
     assert lik["elbo"] <= lik["iwae"] <= lik["log_px"] + 1e-3
     best = results["best_generator"]
-    assert best["sampling"] in ("prior", "mixture") and set(best["overrides"]) <= {"LR", "LEARN_SIGMA", "ARCHITECTURE"}
+    assert best["sampling"] in ("prior", "mixture") and set(best["overrides"]) <= {"LR", "LEARN_SIGMA", "ARCHITECTURE", "LATENT_DIM"}
 
 
 def test_quick_run_keeps_per_seed_values(quick_run):
