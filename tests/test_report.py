@@ -61,7 +61,7 @@ CONTRACT_MACROS = {
     "VAEClippedFirstEpoch", "VAEClippedLastEpoch", "VAEClippedMax",
     "MeansRadiusMedian", "MeansRadiusBeyondThree", "MeansRadiusMax",
     # exact likelihood at d = 2
-    "QuadN", "QuadGrid", "QuadHalfWidth", "QuadCheck",
+    "QuadN", "QuadGrid", "QuadHalfWidth", "QuadCheck", "QuadCheckMean", "QuadCheckN",
     # studies (dev): orderings chosen by the notebook
     "SigmaBestElbo", "SigmaBestFrechet", "SigmaCollapsed", "LatentBestElbo",
     "LatentBestFrechet", "LatentBestConfidence", "VariantsResolved",
@@ -75,7 +75,7 @@ CONTRACT_MACROS = {
     "AEPriorDevConfidence", "AEMixDevConfidence",
     "AEHighMixDevFrechet", "MixtureVsPriorAE", "AEMixVsVAEPrior", "AEMixVsVAEMix",
     "GmmComponentsChosen", "GmmComponentsMax", "BestLatentDim", "BestOverallDev", "LikOrdered",
-    "ResolvedOneLayer", "ResolvedLr", "ResolvedNoClip", "ResolvedLonger", "ResolvedConv",
+    "ResolvedLr", "ResolvedNoClip", "ResolvedLonger", "ResolvedConv",
     "ResolvedLearned", "VariantsDiverged",
     "VAEPriorDevFrechet", "VAEPriorDevFrechetSd", "VAEMixDevFrechet", "VAEMixDevFrechetSd",
     "VAEPriorDevConfidence", "VAEMixDevConfidence", "MixtureVsPriorVAE",

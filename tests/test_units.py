@@ -260,3 +260,44 @@ def test_rate_split_adds_up(nb):
     parts = nb["split_rate"](model, x, 2000, 0)
     assert parts["mutual_info"] + parts["marginal_kl"] == pytest.approx(parts["rate"])
     assert parts["mutual_info"] <= math.log(len(x)) + 1e-6
+
+
+def test_gaussian_log_density_matches_torch_distributions(nb):
+    torch.manual_seed(0)
+    z, mean, log_var = torch.randn(6, 4, 3), torch.randn(4, 3), torch.randn(4, 3)  # broadcasts over the first dim
+    expected = Normal(mean, torch.exp(0.5 * log_var)).log_prob(z).sum(-1)
+    torch.testing.assert_close(nb["gaussian_log_density"](z, mean, log_var), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_evaluation_is_cached_and_the_likelihood_added_once(nb, monkeypatch):
+    """A model scored by two studies is evaluated once; the IWAE bound is computed only when first asked
+    for, and an evaluation without it never shows it (seed summaries need the same keys in every seed)."""
+    model = tiny_vae(nb, sigma=0.5)
+    model.spec_key = "unit-test-model"
+    x = torch.rand(40, 784, generator=torch.Generator().manual_seed(5))
+    calls = {"iwae": 0, "scores": 0}
+
+    def iwae(*args):
+        calls["iwae"] += 1
+        return {"elbo": -10.0, "iwae": -9.0}
+
+    def scores(*args):
+        calls["scores"] += 1
+        return {"confidence": 0.5, "class_entropy": 1.0, "frechet": 3.0}
+
+    monkeypatch.setitem(nb, "EVALUATIONS", {})
+    monkeypatch.setitem(nb, "SPLITS", {"dev": (x, torch.zeros(40, dtype=torch.long))})
+    monkeypatch.setitem(nb, "REFERENCE_STATS", {"dev": None})
+    monkeypatch.setitem(nb, "train_x", x)
+    monkeypatch.setitem(nb, "train_y", torch.arange(40) % 10)
+    monkeypatch.setitem(nb, "N_GEN", 8)
+    monkeypatch.setitem(nb, "IMAGE_DIM", 784)
+    monkeypatch.setitem(nb, "iwae_bound", iwae)
+    monkeypatch.setitem(nb, "generation_scores", lambda images, stats: scores())
+    without = nb["evaluate_model"](model, "dev", likelihood=False)
+    assert "neg_iwae" not in without and calls == {"iwae": 0, "scores": 1}
+    with_bound = nb["evaluate_model"](model, "dev")
+    assert with_bound["neg_iwae"] == 9.0 and with_bound["iwae_gap"] == 1.0
+    assert nb["evaluate_model"](model, "dev")["neg_iwae"] == 9.0
+    assert set(nb["evaluate_model"](model, "dev", likelihood=False)) == set(without)
+    assert calls == {"iwae": 1, "scores": 1}
