@@ -1,6 +1,7 @@
 """Shared fixtures: the notebook's own definitions, and quick runs of the whole notebook."""
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -60,3 +61,11 @@ def quick_run(tmp_path_factory):
     assert proc.returncode == 0, f"quick notebook run failed:\n{proc.stdout}\n{proc.stderr[-3000:]}"
     out = tmp / "a-out"
     return out, json.loads((out / "results.json").read_text()), path, tmp
+
+
+@pytest.fixture
+def unused_port():
+    """A TCP port on 127.0.0.1 that nothing listens on: the OS picks a free one, the socket is closed again."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -142,15 +142,9 @@ def test_fashion_mnist_is_refused(nb, tmp_path):
         nb["load_mnist"](fashion, torch.device("cpu"))
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def test_empty_folder_without_network_fails_fast_with_one_clear_message(nb, tmp_path, monkeypatch):
+def test_empty_folder_without_network_fails_fast_with_one_clear_message(nb, tmp_path, monkeypatch, unused_port):
     """Nothing listens on the mirror's port (as without network): one message, no empty folders left."""
-    monkeypatch.setattr(torchvision.datasets.MNIST, "mirrors", [f"http://127.0.0.1:{free_port()}/mnist/"])
+    monkeypatch.setattr(torchvision.datasets.MNIST, "mirrors", [f"http://127.0.0.1:{unused_port}/mnist/"])
     target = tmp_path / "data" / "mnist"
     start = time.perf_counter()
     with pytest.raises(FileNotFoundError) as info:

@@ -18,16 +18,10 @@ from conftest import NOTEBOOK, ROOT
 DEADLINE_S = 60
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
-def lab_server(tmp_path):
+def lab_server(tmp_path, unused_port):
     """`make lab` headless on 127.0.0.1 with a random port and token; always stopped (its whole process group)."""
-    port, token = free_port(), secrets.token_hex(16)
+    port, token = unused_port, secrets.token_hex(16)
     args = f"--no-browser --ServerApp.ip=127.0.0.1 --ServerApp.port={port} --ServerApp.port_retries=0 " \
            f"--IdentityProvider.token={token}" + (" --allow-root" if os.geteuid() == 0 else "")
     env = dict(os.environ, JUPYTER_RUNTIME_DIR=str(tmp_path / "runtime"), JUPYTER_CONFIG_DIR=str(tmp_path / "config"))

@@ -3,7 +3,6 @@ import gzip
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -46,15 +45,9 @@ def test_notebook_alone_in_an_empty_folder_runs_and_writes_there(tmp_path):
         assert not re.search(r"(/work/|/home/|/root/|/tmp/|site-packages)", shown), shown[:300]
 
 
-def closed_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def test_no_data_and_no_network_stop_the_notebook_quickly_with_one_message(tmp_path):
+def test_no_data_and_no_network_stop_the_notebook_quickly_with_one_message(tmp_path, unused_port):
     """Every URL goes through a proxy that refuses connections: the situation of a machine offline."""
-    proxy = f"http://127.0.0.1:{closed_port()}"
+    proxy = f"http://127.0.0.1:{unused_port}"
     offline = {name: proxy for name in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY")}
     offline.update(no_proxy="", NO_PROXY="", LAB4_DATA_DIR=str(tmp_path / "nodata"))
     start = time.perf_counter()
