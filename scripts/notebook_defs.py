@@ -13,6 +13,13 @@ ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "lab4_vae.ipynb"
 
 
+def notebook_under_test():
+    """The notebook whose defs the unit tests load: NOTEBOOK_UNDER_TEST if set (scripts/mutate.py points it at
+    a mutated copy; deliberately not a LAB4_* name, which the notebook would refuse as an unknown parameter),
+    else lab4_vae.ipynb."""
+    return Path(os.environ.get("NOTEBOOK_UNDER_TEST") or NOTEBOOK)
+
+
 def code_cells(notebook=NOTEBOOK):
     """[(index, source, tags)] of the notebook's code cells, in order."""
     cells = json.loads(Path(notebook).read_text(encoding="utf-8"))["cells"]

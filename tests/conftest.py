@@ -13,13 +13,14 @@ ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "lab4_vae.ipynb"
 DATA_DIR = ROOT / "data" / "mnist"
 sys.path.insert(0, str(ROOT / "scripts"))
-from notebook_defs import load_defs  # noqa: E402
+from notebook_defs import load_defs, notebook_under_test  # noqa: E402
 
 
 @pytest.fixture(scope="session")
 def nb():
-    """The notebook's definitions as a namespace (a dict): nb["gaussian_kl"], nb["VAEEncoder"], ..."""
-    return load_defs()
+    """The notebook's definitions as a namespace (a dict): nb["gaussian_kl"], nb["VAEEncoder"], ...
+    (of the notebook NOTEBOOK_UNDER_TEST names, if set: scripts/mutate.py's mutated copies)."""
+    return load_defs(notebook_under_test())
 
 
 def notebook_env(tmp_path, env_overrides, name):
