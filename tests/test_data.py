@@ -7,6 +7,7 @@ import socket
 import threading
 import time
 
+import numpy as np
 import pytest
 import torch
 import torchvision
@@ -23,10 +24,43 @@ def test_vendored_checksums_match():
         assert hashlib.sha256((DATA_DIR / name).read_bytes()).hexdigest() == digest, name
 
 
-def test_notebook_checksums_are_those_of_the_vendored_content(nb):
+# MD5s of the four decompressed IDX files as published with the original MNIST (LeCun, Cortes, Burges), e.g.
+# in qal/paths.py ("MD5 checksums of the uncompressed files") and secml's MNIST loader. An independent
+# source: neither the notebook's constants nor our vendored copy. (torchvision's MD5s, f68b3c2d... for
+# train-images-idx3-ubyte.gz, are those of the original .gz wrappers; our .gz files were re-compressed, so
+# only the decompressed content can be compared.)
+PUBLISHED_MD5 = {
+    "train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
+    "train-labels-idx1-ubyte": "a25bea736e30d166cdddb491f175f624",
+    "t10k-images-idx3-ubyte": "2646ac647ad5339dbf082846283269ea",
+    "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
+}
+
+
+@pytest.fixture(scope="module")
+def contents():
+    """The decompressed bytes of the four vendored files."""
+    return {stem: gzip.decompress((DATA_DIR / f"{stem}.gz").read_bytes()) for stem in STEMS}
+
+
+def test_vendored_content_is_the_published_mnist_and_the_notebook_checks_for_it(nb, contents):
+    """The vendored content has the published MD5s, and the notebook's SHA-256 constants are of that content."""
     for stem in STEMS:
-        content = gzip.decompress((DATA_DIR / f"{stem}.gz").read_bytes())
-        assert nb["MNIST_SHA256"][stem] == hashlib.sha256(content).hexdigest(), stem
+        assert hashlib.md5(contents[stem]).hexdigest() == PUBLISHED_MD5[stem], stem
+        assert nb["MNIST_SHA256"][stem] == hashlib.sha256(contents[stem]).hexdigest(), stem
+
+
+def test_one_flipped_byte_is_refused(nb, contents, tmp_path):
+    """Same size, same header, one pixel or label changed: only the checksum can tell, and it refuses."""
+    for stem, magic, shape in nb["MNIST_FILES"].values():
+        path = tmp_path / stem
+        raw = bytearray(contents[stem])
+        raw[len(raw) - 7] ^= 0x01
+        path.write_bytes(bytes(raw))
+        with pytest.raises(ValueError, match=rf"{stem} fails its SHA-256 check"):
+            nb["read_mnist_file"](path, stem, magic, shape)
+        path.write_bytes(contents[stem])
+        assert nb["read_mnist_file"](path, stem, magic, shape) == contents[stem]
 
 
 @pytest.fixture(scope="module")
@@ -48,8 +82,24 @@ def test_loader_gives_the_course_split(vendored):
     for x, y in vendored.values():
         assert x.dtype == torch.float32 and 0 <= x.min() and x.max() == 1
         assert y.dtype == torch.int64 and set(y.unique().tolist()) == set(range(10))
-    # the dev set is the tail of the training file: first dev label of the original file is index 50,000
-    assert vendored["train"][1][:5].tolist() == [5, 0, 4, 1, 9]
+    assert vendored["train"][1][:5].tolist() == [5, 0, 4, 1, 9]  # the published first labels
+    assert vendored["test"][1][:5].tolist() == [7, 2, 1, 0, 4]
+
+
+def idx_array(content, n_header):
+    return torch.from_numpy(np.frombuffer(content, dtype=np.uint8, offset=n_header).copy())
+
+
+def test_splits_are_the_rows_of_the_raw_files(vendored, contents):
+    """train = rows 0-49,999 of the training file, dev = rows 50,000-59,999 (no overlap), test = t10k, read
+    here straight from the IDX bytes."""
+    images = idx_array(contents["train-images-idx3-ubyte"], 16).view(60000, 784).float() / 255
+    labels = idx_array(contents["train-labels-idx1-ubyte"], 8).long()
+    assert torch.equal(vendored["train"][0], images[:50000]) and torch.equal(vendored["train"][1], labels[:50000])
+    assert torch.equal(vendored["dev"][0], images[50000:]) and torch.equal(vendored["dev"][1], labels[50000:])
+    test_images = idx_array(contents["t10k-images-idx3-ubyte"], 16).view(10000, 784).float() / 255
+    assert torch.equal(vendored["test"][0], test_images)
+    assert torch.equal(vendored["test"][1], idx_array(contents["t10k-labels-idx1-ubyte"], 8).long())
 
 
 @pytest.fixture
