@@ -2,7 +2,7 @@
 
 For machines with PyTorch but without Jupyter (the lent GPU machines, for instance): the same code
 as `make notebook`, with LAB4_* environment overrides, figures drawn with the non-interactive Agg
-backend and nothing saved into the .ipynb. Runs in the repository root; prints the wall time.
+backend, progress bars off (TQDM_DISABLE=1) and nothing saved into the .ipynb. Runs in the repository root; prints the wall time.
 
     python scripts/run_as_script.py                     # the full notebook
     LAB4_QUICK=1 LAB4_OUT_DIR=/tmp/out LAB4_CKPT_DIR=/tmp/ckpt python scripts/run_as_script.py
@@ -38,6 +38,7 @@ def main():
         print(f"wrote {args.export}")
         return 0
     os.environ.setdefault("MPLBACKEND", "Agg")
+    os.environ["TQDM_DISABLE"] = "1"  # as scripts/execute_notebook.py: the per-epoch log lines, no progress bars
     os.chdir(ROOT)
     start = time.perf_counter()
     exec(compile(program, str(args.notebook), "exec"), {"__name__": "__main__"})
