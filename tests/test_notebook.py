@@ -12,6 +12,7 @@ from nbclient import NotebookClient
 
 from conftest import NOTEBOOK, ROOT, notebook_env, run_notebook
 from make_submission import check_executed
+from notebook_layout import MAX_CELL_LINES, MAX_LINES_BEFORE_TRAINING, layout
 
 FIGURES = ["fig_ae_latent", "fig_learning_curves", "fig_means_vs_samples", "fig_manifold", "fig_interpolations",
            "fig_reconstructions", "fig_ae_vs_vae_latent", "fig_generation", "fig_rate_distortion",
@@ -203,3 +204,51 @@ def test_notebook_structure(committed):
     for cell in committed.cells:  # defs cells only define: no training, no figures
         if "defs" in cell.metadata.get("tags", []):
             assert not re.search(r'save_figure\(fig, "|train_vae\(f"|train_ae\(f"', cell.source), cell.source[:80]
+
+
+# --- opening clean, stored outputs and reading order -----------------------------------------
+PROGRESS_BAR = re.compile(r"\d+%\||it/s\]|s/it\]|epoch/s\]|s/epoch\]")
+
+
+def test_kernelspec_is_the_installed_kernel(committed):
+    """JupyterLab marks a notebook modified on open when its kernelspec differs from the kernel's."""
+    installed = json.loads((ROOT / ".venv" / "share" / "jupyter" / "kernels" / "python3" / "kernel.json").read_text())
+    assert committed.metadata.kernelspec == {"name": "python3", "display_name": installed["display_name"],
+                                             "language": installed["language"]}
+    assert committed.metadata.language_info["name"] == installed["language"]
+
+
+def stored_output_problems(notebook):
+    """Progress-bar remnants, cells storing more than 50 outputs, stderr holding a tqdm bar."""
+    problems = []
+    for index, cell in enumerate(notebook.cells):
+        if cell.cell_type != "code":
+            continue
+        if len(cell.outputs) > 50:
+            problems.append(f"cell {index} stores {len(cell.outputs)} outputs")
+        for output in cell.outputs:
+            if output.output_type == "stream" and PROGRESS_BAR.search(output.text):
+                problems.append(f"cell {index} {output.name}: {PROGRESS_BAR.search(output.text).group()!r}")
+    return problems
+
+
+def test_committed_outputs_hold_no_progress_bars(committed):
+    assert not stored_output_problems(committed)
+
+
+def test_quick_run_outputs_are_clean(quick_run):
+    """No progress bar is stored, no cell floods its output, printed lines are short (epoch log lines,
+    one per epoch, may name a long model)."""
+    notebook = nbformat.read(quick_run[2], as_version=4)
+    assert not stored_output_problems(notebook)
+    for cell in code_cells(notebook):
+        for output in cell.outputs:
+            for line in output.get("text", "").splitlines():
+                assert len(line) <= (140 if " | epoch " in line else 110), line
+            assert "\\begin{tabular}" not in output.get("text", "")  # tables print as plain text
+
+
+def test_reading_order_limits():
+    before, sizes = layout(NOTEBOOK)
+    assert before <= MAX_LINES_BEFORE_TRAINING, f"{before} code lines before the first training cell"
+    assert max(n for _, n in sizes) <= MAX_CELL_LINES, [(i, n) for i, n in sizes if n > MAX_CELL_LINES]
