@@ -10,7 +10,7 @@ PY := $(VENV)/bin/python
 NOTEBOOK := lab4_vae.ipynb
 LAB_ARGS ?=
 
-.PHONY: all setup venv tex notebook lab report submission test bench quality clean
+.PHONY: all setup venv tex notebook lab report submission test mutate bench quality clean
 
 all: submission
 
@@ -45,6 +45,10 @@ submission: notebook report
 
 test: setup
 	$(PY) -m pytest -q tests
+
+# plant small bugs in a copy of the notebook, one at a time; every one must fail a fast test (about 7 min)
+mutate: venv
+	$(PY) scripts/mutate.py
 
 bench: venv
 	$(PY) bench/bench.py
