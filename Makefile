@@ -37,8 +37,14 @@ notebook: venv
 lab: venv
 	JUPYTER_PREFER_ENV_PATH=1 $(VENV)/bin/jupyter lab $(NOTEBOOK) --KernelManager.transport_encryption=auto $(LAB_ARGS)
 
-report: tex
+report: tex report/authors.tex
 	cd report && latexmk -pdf -interaction=nonstopmode -halt-on-error -quiet main.tex
+
+# The group's names live in AUTHORS (one line) and only there; the report reads them from report/authors.tex,
+# written here (and committed, so that a bare latexmk in report/ works too; tests/test_report.py checks they agree).
+report/authors.tex: AUTHORS
+	{ echo '% Written by `make report` from AUTHORS (the group'"'"'s names); edit AUTHORS, not this file.'; \
+	  printf '\\newcommand{\\GroupMembers}{%s}\n' "$$(head -n 1 AUTHORS)"; } > $@
 
 submission: notebook report
 	$(PY) scripts/make_submission.py
