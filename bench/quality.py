@@ -23,7 +23,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
-from bench import build_model, under_bf16_autocast, vae_clip_norm  # noqa: E402  (bench/ is this script's own folder)
+from bench import build_model, under_bf16_autocast  # noqa: E402  (bench/ is this script's own folder)
 from notebook_defs import load_defs  # noqa: E402
 
 
@@ -35,7 +35,7 @@ def train_and_score(nb, data, *, seed, batch_size, lr, epochs, matmul_precision=
     torch.set_float32_matmul_precision(matmul_precision)
     try:
         history = nb["train_model"](model, loss_fn, (train_x,), (dev_x[:256],), name=f"seed {seed}", epochs=epochs,
-                                    batch_size=batch_size, lr=lr, clip_norm=vae_clip_norm(nb),
+                                    batch_size=batch_size, lr=lr, clip_norm=nb["CLIP_NORM"],
                                     seed=seed)
     finally:
         torch.set_float32_matmul_precision("highest")

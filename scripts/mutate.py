@@ -23,7 +23,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "lab4_vae.ipynb"
-FAST_TESTS = ["tests/test_oracles.py", "tests/test_units.py", "tests/test_data.py"]
+FAST_TESTS = ["tests/test_oracles.py", "tests/test_units.py", "tests/test_generation.py", "tests/test_data.py"]
 
 # (name, old, new, test file to run first: the one expected to catch it; all fast tests run in any case).
 # old and new may be tuples of alternatives (the same change in two versions of the code): the first
@@ -95,14 +95,33 @@ MUTATIONS = [
      "weighted = torch.stack(list(terms.values())) * len(batch[0])",
      "weighted = torch.stack(list(terms.values())) * batch_size", "oracles"),
     ("clipping: threshold not rescaled with sigma",
-     ("lr=lr, clip_norm=clip_norm / (2 * sigma**2)",  # rescaled once in train_vae, or at every step:
-      "return clip_norm / (2 * (model.sigma.detach() if model.learn_sigma else model.sigma) ** 2)"),
-     ("lr=lr, clip_norm=clip_norm", "return clip_norm"), "oracles"),
+     "return clip_norm / (2 * (model.sigma.detach() if model.learn_sigma else model.sigma) ** 2)",
+     "return clip_norm", "oracles"),
     ("clipping: threshold over 2 sigma instead of 2 sigma^2",
-     ("lr=lr, clip_norm=clip_norm / (2 * sigma**2)",
-      "return clip_norm / (2 * (model.sigma.detach() if model.learn_sigma else model.sigma) ** 2)"),
-     ("lr=lr, clip_norm=clip_norm / (2 * sigma)",
-      "return clip_norm / (2 * (model.sigma.detach() if model.learn_sigma else model.sigma))"), "oracles"),
+     "return clip_norm / (2 * (model.sigma.detach() if model.learn_sigma else model.sigma) ** 2)",
+     "return clip_norm / (2 * (model.sigma.detach() if model.learn_sigma else model.sigma))", "oracles"),
+    ("clipping: a learned sigma's threshold frozen at its start (1)",
+     "return clip_norm / (2 * (model.sigma.detach() if model.learn_sigma else model.sigma) ** 2)",
+     "return clip_norm / (2 * (1.0 if model.learn_sigma else model.sigma) ** 2)", "generation"),
+    ("clipping: the log sigma gradient inside the clipped norm",
+     'network = [p for name, p in model.named_parameters() if name != "log_sigma"]',
+     "network = list(model.parameters())", "generation"),
+    ("clipping: gradients scaled up instead of down",
+     "torch.clamp(max_norm / (norm + 1e-6), max=1.0)", "torch.clamp(max_norm / (norm + 1e-6), min=1.0)", "generation"),
+    ("paired difference: normal quantile instead of Student t",
+     "scipy.stats.t.ppf(0.5 + level / 2, n - 1)", "scipy.stats.norm.ppf(0.5 + level / 2)", "generation"),
+    ("paired difference: sd of the differences, not of their mean",
+     "d.std(ddof=1) / math.sqrt(n)", "d.std(ddof=1)", "generation"),
+    ("paired difference: resolved when the interval holds 0",
+     '"resolved": bool(mean - half > 0 or mean + half < 0)', '"resolved": bool(mean - half < 0 < mean + half)',
+     "generation"),
+    ("mixture size: the worst dev log-likelihood kept",
+     "    best = max(scores, key=scores.get)\n    return fits[best], scores",
+     "    best = min(scores, key=scores.get)\n    return fits[best], scores", "generation"),
+    ("sharpness: vertical differences dropped",
+     " + (x[:, 1:] - x[:, :-1]).pow(2).sum((1, 2))).mean())", ").mean())", "generation"),
+    ("learned sigma path: sigma* as a variance",
+     'np.sqrt(sse / IMAGE_DIM).tolist()', '(sse / IMAGE_DIM).tolist()', "generation"),
     ("checkpoint: configuration mismatch ignored",
      'if checkpoint["spec"] != spec:', 'if checkpoint["spec"] != spec and False:', "oracles"),
     ("checkpoint: snapshot saved one epoch late",

@@ -10,7 +10,7 @@ from conftest import ROOT, error_outputs, run_notebook
 README = str(ROOT / "README.md")  # an existing file: refused where a folder is expected
 
 # name -> (accepted LAB4_<name> values, refused values), at the boundaries of each rule (defaults elsewhere:
-# LATENT_DIM 2, AE_LATENT_DIM_HIGH 10, GMM_COMPONENTS up to 20, KNN_K 5, 50,000 training images).
+# LATENT_DIM 2, GEN_LATENT_DIM 16, GMM_COMPONENTS up to 300, KNN_K 5, 50,000 training images).
 BOUNDARIES = {
     "DATA_DIR": (["data/mnist", "no/such/folder/yet"], [README, "", "  "]),
     "OUT_DIR": (["/tmp/x", "out"], [README, ""]),
@@ -20,7 +20,7 @@ BOUNDARIES = {
     "DEVICE": (["auto", "cpu", "cuda", "cuda:1", "mps"], ["gpu", "cuda:x", "cuda:", ""]),
     "SEED": (["0", str(2**32 - 101)], ["-1", str(2**32 - 100)]),
     "N_SEEDS": (["1", "100"], ["0", "101"]),
-    "LATENT_DIM": (["2", "9"], ["1", "0", "10"]),  # 10: not below AE_LATENT_DIM_HIGH
+    "LATENT_DIM": (["2", "15"], ["1", "0", "16"]),  # 16: not below GEN_LATENT_DIM
     "HIDDEN_DIMS": (["1", "512,512", "64,32,16"], ["512,0", "", "0"]),
     "ACTIVATION": (["relu", "tanh", "silu"], ["sigmoid", "ReLU"]),
     "SIGMA": (["1e-6", "3"], ["0", "-0.5", "nan", "inf"]),
@@ -29,18 +29,13 @@ BOUNDARIES = {
     "LR": (["1e-9", "1"], ["0", "-1e-3", "nan", "inf"]),
     "CLIP_NORM": (["1e-9", "1e30"], ["0", "inf"]),
     "AE_EPOCHS": (["1"], ["0"]),
-    "AE_LATENT_DIM_HIGH": (["3", "100"], ["2", "0"]),
+    "GEN_LATENT_DIM": (["3", "100"], ["2", "0"]),
+    "GEN_EPOCHS": (["1"], ["0", "-1"]),
+    "LEARNED_SIGMA_START": (["1e-6", "1", "5"], ["0", "-1", "nan", "inf"]),
     "STUDY_EPOCHS": (["1"], ["0"]),
     "SIGMA_GRID": (["0.1,0.2", "0.03,0.1,3"], ["0.2", "0.1,0.1", "0.1,0", ""]),
-    "LATENT_GRID": (["2", "2,5,10"], ["1,2", "2,2", "0", ""]),
-    "VARIANTS": (['{"base": {}}', '{"base": {}, "a": {"LR": 0.01, "LEARN_SIGMA": true, "ARCHITECTURE": "conv"}}'],
-                 ['{"a": {}}', '{"base": {"LR": 0.01}}', '{"base": {}, "x": {"DEPTH": 3}}', '{"base": {}, "x": {"LR": 0}}',
-                  '{"base": {}, "x": {"ARCHITECTURE": "rnn"}}', '{"base": {}, "x": {"LEARN_SIGMA": 1}}',
-                  '{"base": {}, "x": {"HIDDEN_DIMS": [64, 0]}}', '[1]']),
-    "CONV_CHANNELS": (["1,1", "8,16"], ["8", "8,16,32", "0,16"]),
-    "GENERATION_LEVERS": (["", "LR", "LR,ARCHITECTURE,LEARN_SIGMA"], ["DEPTH", "LR,LATENT_DIM"]),
     "GMM_COMPONENTS": (["1", "1,5,10,20"], ["0", "5,5", ""]),
-    "GMM_N_FIT": (["40", "50000"], ["39", "2", "1"]),  # >= 2 * max(GMM_COMPONENTS) = 40
+    "GMM_N_FIT": (["600", "50000"], ["599", "2", "1"]),  # >= 2 * max(GMM_COMPONENTS) = 600
     "EVAL_BATCH_SIZE": (["1"], ["0"]),
     "IWAE_K": (["1"], ["0"]),
     "IWAE_N": (["1"], ["0"]),
@@ -54,13 +49,13 @@ BOUNDARIES = {
     "CLF_FEATURE_DIM": (["2"], ["1", "0"]),
     "QUICK_EPOCHS": (["1"], ["0"]),
     "QUICK_N_SEEDS": (["1"], ["0"]),
-    "QUICK_N_TRAIN": (["40", "60000"], ["1", "0"]),
+    "QUICK_N_TRAIN": (["600", "60000"], ["1", "0"]),
     "QUICK_N_EVAL": (["22"], ["21", "0"]),
 }
 # in quick mode the rules between parameters use the capped sizes: (overrides, refused parameter or None)
 QUICK_CASES = [
-    ({"QUICK_N_TRAIN": "40"}, None), ({"QUICK_N_TRAIN": "39"}, "QUICK_N_TRAIN"),
-    ({"QUICK_N_TRAIN": "100", "KNN_K": "100"}, None), ({"QUICK_N_TRAIN": "100", "KNN_K": "101"}, "KNN_K"),
+    ({"QUICK_N_TRAIN": "600"}, None), ({"QUICK_N_TRAIN": "599"}, "QUICK_N_TRAIN"),
+    ({"QUICK_N_TRAIN": "700", "KNN_K": "700"}, None), ({"QUICK_N_TRAIN": "700", "KNN_K": "701"}, "KNN_K"),
     ({"QUICK_N_TRAIN": "100", "GMM_COMPONENTS": "1,50"}, None), ({"QUICK_N_TRAIN": "99", "GMM_COMPONENTS": "50"}, "QUICK_N_TRAIN"),
     ({"EPOCHS": "0"}, "EPOCHS"),  # validated before the caps
 ]
@@ -86,8 +81,8 @@ def test_refused_at_the_boundary_with_a_message_naming_the_parameter(nb, name, v
     with pytest.raises(ValueError) as err:
         configure(nb, {name: value})
     message = str(err.value)
-    assert (message.startswith(f"Invalid parameter {name}=") or message.startswith("Invalid parameter VARIANTS[")
-            or message.startswith(f"LAB4_{name}=") or "AE_LATENT_DIM_HIGH" in message), message
+    assert (message.startswith(f"Invalid parameter {name}=") or message.startswith(f"LAB4_{name}=")
+            or "GEN_LATENT_DIM" in message), message
     assert ": expected " in message or "does not parse" in message, message
 
 
@@ -110,9 +105,8 @@ def test_messages_say_what_is_expected(nb):
              ({"DATA_DIR": README}, f"Invalid parameter DATA_DIR={README!r}: expected a folder path"),
              ({"ACTIVATION": "sigmoid"}, "Invalid parameter ACTIVATION='sigmoid': expected one of"),
              ({"HIDDEN_DIMS": "512,0"}, "expected a non-empty tuple of integers >= 1"),
-             ({"LATENT_DIM": "10"}, "Invalid parameter AE_LATENT_DIM_HIGH=10: expected an integer > LATENT_DIM = 10"),
-             ({"GMM_N_FIT": "39"}, "Invalid parameter GMM_N_FIT=39: expected an integer >= 2 * max(GMM_COMPONENTS) = 40"),
-             ({"VARIANTS": '{"base": {}, "x": {"LR": 0}}'}, "Invalid parameter VARIANTS['x']['LR']=0: expected a finite"),
+             ({"LATENT_DIM": "16"}, "Invalid parameter GEN_LATENT_DIM=16: expected an integer > LATENT_DIM = 16"),
+             ({"GMM_N_FIT": "599"}, "Invalid parameter GMM_N_FIT=599: expected an integer >= 2 * max(GMM_COMPONENTS) = 600"),
              ({"EPOHCS": "3"}, "Unknown environment variable(s) ['LAB4_EPOHCS']; known parameters: LAB4_DATA_DIR")]
     for env, message in cases:
         with pytest.raises(ValueError) as err:
@@ -123,9 +117,9 @@ def test_messages_say_what_is_expected(nb):
 def test_good_overrides_are_parsed_and_typed(nb):
     namespace = {name: nb[name] for name in nb["PARAM_RULES"]}
     params = nb["apply_config"](namespace, {"LAB4_LATENT_DIM": "5", "LAB4_SIGMA": "1", "LAB4_QUICK": "yes",
-                                            "LAB4_SIGMA_GRID": "0.1, 0.3", "LAB4_VARIANTS": '{"base": {}, "a": {"LR": 0.01}}'})
+                                            "LAB4_SIGMA_GRID": "0.1, 0.3", "LAB4_GMM_COMPONENTS": "5,10"})
     assert params["LATENT_DIM"] == 5 and params["SIGMA"] == 1.0 and isinstance(params["SIGMA"], float)
-    assert params["SIGMA_GRID"] == (0.1, 0.3) and params["VARIANTS"] == {"base": {}, "a": {"LR": 0.01}}
+    assert params["SIGMA_GRID"] == (0.1, 0.3) and params["GMM_COMPONENTS"] == (5, 10)
     assert params["QUICK"] is True and params["EPOCHS"] == params["QUICK_EPOCHS"]  # quick mode caps epochs
     assert namespace["LATENT_DIM"] == nb["LATENT_DIM"]  # the namespace itself is not modified
 
