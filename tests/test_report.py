@@ -44,47 +44,59 @@ MAX_OVERFULL_PT = 1.0
 # export cell promises them; keep this set equal to what main.tex uses).
 CONTRACT_MACROS = {
     # setup
-    "NTrain", "NDev", "NTest", "LatentDim", "HiddenDims", "SigmaDec",
-    "KLWeight", "ReconConst", "BatchSize", "LearningRate", "ClipNorm", "ClipNormVAE",
-    "ClfFeatureDim", "EpochsFinal", "EpochsStudy", "Seed", "NSeeds", "IwaeK", "IwaeN",
-    "KnnK", "NGen", "AELatentDimHigh", "ActiveThreshold", "LatentGrid", "ClfTestAcc",
-    "DeviceName", "TorchVersion", "GmmComponentsGrid", "GmmNFit", "ConvChannels",
-    "LogNDev",
-    # final models (test set, mean and sd over seeds)
-    "VAENegElbo", "VAENegElboSd", "VAERecon", "VAEKL", "VAEKLSd", "VAEMSE", "VAEMSESd",
-    "VAEKnnAcc", "VAEKnnAccSd", "VAEConfidence", "VAEConfidenceSd", "VAEEntropy",
-    "VAEEntropySd", "VAEFrechet", "VAEFrechetSd", "VAEActiveUnits", "VAEParams",
-    "VAEDevNegElbo", "AEMSE", "AEMSESd", "AEKnnAcc", "AEKnnAccSd", "AEParams",
-    "AEvsVAEMSE", "AEvsVAEKnn", "AEvsVAEConfidence", "AEvsVAEEntropy", "AEvsVAEFrechet",
-    "RealFrechet", "RealFrechetDev", "AEHighMSE", "AEHighKnnAcc", "AEHighFrechet",
-    # training dynamics and geometry of the final VAE
-    "VAEClippedFirstEpoch", "VAEClippedLastEpoch", "VAEClippedMax",
-    "MeansRadiusMedian", "MeansRadiusBeyondThree", "MeansRadiusMax",
+    "NTrain", "NDev", "NTest", "LatentDim", "HiddenDims", "SigmaDec", "KLWeight",
+    "ReconConst", "BatchSize", "LearningRate", "ClipNorm", "ClipNormVAE", "ClfFeatureDim",
+    "EpochsFinal", "EpochsStudy", "EpochsGen", "NSeeds", "GenLatentDim", "LearnedSigmaStart",
+    "IwaeK", "KnnK", "NGen", "ActiveThreshold", "SigmaGrid", "ClfTestAcc", "TorchVersion",
+    "GmmComponentsGrid", "GmmNFit", "LogNDev",
+    # the models of parts 1-2 (test set, mean and sd over seeds; AE vs VAE paired)
+    "VAENegElbo", "VAENegElboSd", "VAEKL", "VAEKLSd", "VAEActiveUnits", "VAEParams",
+    "AEMSE", "AEMSESd", "AEParams", "AEHighMSE",
+    "AEvsVAEMSE", "AEvsVAEKnn", "AEvsVAEFrechetDiff", "AEvsVAEFrechetDiffLow",
+    "AEvsVAEFrechetDiffHigh", "AEvsVAEFrechetDiffWord", "RealFrechet", "RealFrechetDev",
+    # training dynamics and geometry of the lab's VAE; clipping of every model
+    "VAEClippedFirstEpoch", "VAEClippedLastEpoch", "VAEClippedMax", "ClippedMaxAll",
+    "MeansRadiusMedian", "MeansRadiusBeyondThree",
     # exact likelihood at d = 2
+    "LikOrdered", "LikGapIwaeElbo", "LikGapLogPxIwae", "LikGapLogPxElbo",
     "QuadN", "QuadGrid", "QuadHalfWidth", "QuadCheck", "QuadCheckMean", "QuadCheckN",
-    # studies (dev): orderings chosen by the notebook
-    "SigmaBestElbo", "SigmaBestFrechet", "SigmaCollapsed", "LatentBestElbo",
-    "LatentBestFrechet", "LatentBestConfidence", "VariantsResolved",
-    # generation levers (dev) and the best generator (test)
-    "LearnedSigma", "LearnedSigmaSd", "LearnedSigmaStar", "LearnedSigmaStarSd",
-    "LearnedKL", "LearnedKLSd", "LearnedFrechet", "LearnedFrechetSd",
-    "BaseSigmaStar", "BaseSigmaStarSd", "BaseKL", "BaseKLSd", "BaseFrechet",
-    "BaseFrechetSd", "BaseNegElbo", "BaseNegElboSd", "ConvFrechet", "ConvFrechetSd",
-    "ConvNegElbo", "ConvNegElboSd", "ConvParams",
-    "AEPriorDevFrechet", "AEPriorDevFrechetSd", "AEMixDevFrechet", "AEMixDevFrechetSd",
-    "AEPriorDevConfidence", "AEMixDevConfidence",
-    "AEHighMixDevFrechet", "MixtureVsPriorAE", "AEMixVsVAEPrior", "AEMixVsVAEMix",
-    "GmmComponentsChosen", "GmmComponentsMax", "BestLatentDim", "BestOverallDev", "LikOrdered",
-    "ResolvedLr", "ResolvedNoClip", "ResolvedLonger", "ResolvedConv",
-    "ResolvedLearned", "VariantsDiverged",
-    "VAEPriorDevFrechet", "VAEPriorDevFrechetSd", "VAEMixDevFrechet", "VAEMixDevFrechetSd",
-    "VAEPriorDevConfidence", "VAEMixDevConfidence", "MixtureVsPriorVAE",
-    "BestLevers", "BestSampling", "BestFrechet", "BestConfidence", "BestEntropy",
-    "BestParams",
+    # sigma study (dev, one seed): orderings and trends computed by the notebook
+    "SigmaBestElbo", "SigmaBestFrechet", "SigmaCollapsed", "SigmaSharpTrend",
+    "SigmaRateTrend", "SigmaMarginalKLTrend",
+    # why the lab's VAE generates badly (test, paired over seeds)
+    "CauseFdRecon", "CauseFdReconSd", "CauseFdPrior", "CauseFdPriorSd", "CauseFdSamples",
+    "CauseFdSamplesSd", "CauseSharpRecon", "CauseSharpReconSd",
+    "CauseBlur", "CauseBlurLow", "CauseBlurHigh", "CauseBlurWord",
+    "CauseHoles", "CauseHolesLow", "CauseHolesHigh", "CauseHolesWord",
+    "CauseNoise", "CauseNoiseLow", "CauseNoiseHigh", "CauseNoiseWord",
+    # what fixes it: dev search, test comparisons, the learned sigma
+    "WinnerName", "RunnerUpName", "WinnerTestFrechet", "WinnerTestFrechetSd",
+    "LabTestFrechet", "GmmComponentsChosen", "GmmChosenBelowMax",
+    "WinnerVsRunnerUp", "WinnerVsRunnerUpLow", "WinnerVsRunnerUpHigh", "WinnerVsRunnerUpWord",
+    "WinnerVsLab", "WinnerVsLabLow", "WinnerVsLabHigh", "WinnerVsLabWord",
+    "WinnerVsOtherSampler", "WinnerVsOtherSamplerLow", "WinnerVsOtherSamplerHigh",
+    "WinnerVsOtherSamplerWord", "WinnerOtherSampler",
+    "LearnedSigmaFinal", "LearnedSigmaStarFinal", "LearnedClippedMax",
 }
 
 # Measured epoch times, from report/figures/timings.tex.
-TIMING_MACROS = {"BaseEpochSeconds", "ConvEpochSeconds"}
+TIMING_MACROS = {"BaseEpochSeconds"}
+
+# The tables and figures of report/figures/ that the report shows (the notebook
+# exports them); the studies removed from the notebook must not come back.
+REQUIRED_FILES = {
+    "figures/tab_models.tex", "figures/tab_likelihood.tex", "figures/tab_sigma.tex",
+    "figures/tab_candidates.tex", "figures/tab_generation.tex",
+    "figures/fig_learning_curves.pdf", "figures/fig_ae_vs_vae_latent.pdf",
+    "figures/fig_reconstructions.pdf", "figures/fig_means_vs_samples.pdf",
+    "figures/fig_learned_sigma.pdf", "figures/fig_generation.pdf",
+}
+REMOVED_FILES = {"tab_variants", "tab_latent", "fig_latent_dims"}
+
+# The group's names: one line in AUTHORS at the repository root; `make report`
+# writes report/authors.tex from it, and main.tex reads that file.
+AUTHORS = REPO / "AUTHORS"
+AUTHORS_TEX = REPORT / "authors.tex"
 
 # Capitalised commands of LaTeX and of the packages loaded by main.tex; any
 # other capitalised command used in main.tex and not defined there must come
@@ -267,7 +279,8 @@ def test_preamble_contract():
     assert r"\documentclass[10pt,a4paper,twocolumn]{article}" in src
     assert r"\usepackage[a4paper,margin=18mm,columnsep=6mm]{geometry}" in src
     assert r"\input{figures/results.tex}" in src
-    assert r"\newcommand{\GroupMembers}" in src, "author placeholder macro missing"
+    assert r"\input{authors.tex}" in src, "main.tex must read the names from authors.tex"
+    assert r"\GroupMembers" in src.split(r"\begin{document}", 1)[0], "names not used in the preamble"
     assert re.search(r"\\cite[tp]?\{[^}]*kingma2014vae", src), "Kingma & Welling not cited"
     packages = re.findall(r"\\usepackage(?:\[[^\]]*\])?\{([^}]*)\}", src)
     assert packages[-1] == "cleveref", "cleveref must be the last package loaded"
@@ -300,6 +313,8 @@ def test_result_macros_defined():
         results += strip_comments(TIMINGS.read_text(encoding="utf-8"))
     from_results = defined_macros(results)
     local = defined_macros(src)
+    if AUTHORS_TEX.exists():  # \GroupMembers, written from AUTHORS
+        local |= defined_macros(strip_comments(AUTHORS_TEX.read_text(encoding="utf-8")))
     used = set(re.findall(r"\\([A-Za-z]+)", src))
     needed = (used & (CONTRACT_MACROS | TIMING_MACROS)) | {
         m for m in used - local - KNOWN_CAPITALISED if m[0].isupper()
@@ -321,3 +336,29 @@ def test_no_hand_typed_measurements():
     body = src.split(r"\begin{document}", 1)[-1]
     decimals = set(re.findall(r"(?<![\w.])\d+\.\d+", body)) - {"0.01", "1.18", "1.1"}
     assert not decimals, "hand-typed decimal numbers in main.tex: " + ", ".join(sorted(decimals))
+
+
+def test_report_shows_the_exported_tables_and_figures():
+    """main.tex includes every table and figure of the story (REQUIRED_FILES) and
+    none of the removed studies."""
+    src = _main_source()
+    used = set(re.findall(r"\\includegraphics\s*\{([^}]+)\}", src))
+    used |= set(re.findall(r"\\(?:input|FitTable)\s*\{([^}#]+)\}", src))
+    missing = sorted(REQUIRED_FILES - used)
+    assert not missing, "tables/figures of the story not included: " + ", ".join(missing)
+    removed = sorted(name for name in REMOVED_FILES if name in src)
+    assert not removed, "removed studies still in main.tex: " + ", ".join(removed)
+
+
+def test_authors_in_one_place():
+    """AUTHORS (one line) is the one place for the group's names: report/authors.tex
+    says the same, the README names AUTHORS, and the Makefile writes authors.tex."""
+    names = AUTHORS.read_text(encoding="utf-8").strip()
+    assert names and "\n" not in names, "AUTHORS must hold the names on one line"
+    tex = strip_comments(AUTHORS_TEX.read_text(encoding="utf-8"))
+    match = re.search(r"\\newcommand\{\\GroupMembers\}\{(.*)\}\s*$", tex.strip())
+    assert match, f"{AUTHORS_TEX} does not define \\GroupMembers"
+    assert match.group(1) == names, (
+        f"report/authors.tex says {match.group(1)!r}, AUTHORS says {names!r}: run `make report`")
+    assert "`AUTHORS`" in (REPO / "README.md").read_text(encoding="utf-8"), "README must name AUTHORS"
+    assert "report/authors.tex: AUTHORS" in (REPO / "Makefile").read_text(encoding="utf-8")
