@@ -29,6 +29,7 @@ tex:
 	@bash scripts/install_tex.sh
 
 notebook: venv
+	$(PY) scripts/set_authors.py
 	$(PY) scripts/execute_notebook.py $(NOTEBOOK)
 
 # JupyterLab on the notebook. JUPYTER_PREFER_ENV_PATH: the venv's kernelspec wins over one in ~/.local;

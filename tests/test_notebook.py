@@ -254,3 +254,12 @@ def test_reading_order_limits():
     before, sizes = layout(NOTEBOOK)
     assert before <= MAX_LINES_BEFORE_TRAINING, f"{before} code lines before the first training cell"
     assert max(n for _, n in sizes) <= MAX_CELL_LINES, [(i, n) for i, n in sizes if n > MAX_CELL_LINES]
+
+
+def test_group_names_come_from_authors(committed):
+    """AUTHORS is the one place the names are set: the notebook's first cell shows the same line
+    (scripts/set_authors.py writes it, `make notebook` runs that first)."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from set_authors import group_line
+    assert group_line() in committed.cells[0].source.split("\n")
+    assert group_line() != "**Group:** "
