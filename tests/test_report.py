@@ -46,14 +46,19 @@ CONTRACT_MACROS = {
     # setup
     "NTrain", "NDev", "NTest", "LatentDim", "HiddenDims", "SigmaDec", "KLWeight",
     "ReconConst", "BatchSize", "LearningRate", "ClipNorm", "ClipNormVAE", "ClfFeatureDim",
-    "EpochsFinal", "EpochsStudy", "EpochsGen", "NSeeds", "GenLatentDim", "LearnedSigmaStart",
+    "EpochsFinal", "EpochsAE", "EpochsStudy", "EpochsGen", "NSeeds", "GenLatentDim", "LearnedSigmaStart",
     "IwaeK", "KnnK", "NGen", "ActiveThreshold", "SigmaGrid", "ClfTestAcc", "TorchVersion",
     "GmmComponentsGrid", "GmmNFit", "LogNDev",
     # the models of parts 1-2 (test set, mean and sd over seeds; AE vs VAE paired)
     "VAENegElbo", "VAENegElboSd", "VAEKL", "VAEKLSd", "VAEActiveUnits", "VAEParams",
-    "AEMSE", "AEMSESd", "AEParams", "AEHighMSE",
-    "AEvsVAEMSE", "AEvsVAEKnn", "AEvsVAEFrechetDiff", "AEvsVAEFrechetDiffLow",
+    "VAEKnnAcc", "AEParams",
+    "AEvsVAEMSEDiff", "AEvsVAEMSEDiffLow", "AEvsVAEMSEDiffHigh", "AEvsVAEMSEDiffWord",
+    "AEvsVAEKnnDiff", "AEvsVAEKnnDiffLow", "AEvsVAEKnnDiffHigh", "AEvsVAEKnnDiffWord",
+    "AEvsVAEFrechetDiff", "AEvsVAEFrechetDiffLow",
     "AEvsVAEFrechetDiffHigh", "AEvsVAEFrechetDiffWord", "RealFrechet", "RealFrechetDev",
+    "RealConfidence", "RealEntropy",
+    # equal-budget effect of the code size (AE, dev squared error after EpochsAE epochs)
+    "AEDevSseAtEpochsAE", "AEHighDevSseAtEpochsAE",
     # training dynamics and geometry of the lab's VAE; clipping of every model
     "VAEClippedFirstEpoch", "VAEClippedLastEpoch", "VAEClippedMax", "ClippedMaxAll",
     "MeansRadiusMedian", "MeansRadiusBeyondThree",
@@ -61,11 +66,12 @@ CONTRACT_MACROS = {
     "LikOrdered", "LikGapIwaeElbo", "LikGapLogPxIwae", "LikGapLogPxElbo",
     "QuadN", "QuadGrid", "QuadHalfWidth", "QuadCheck", "QuadCheckMean", "QuadCheckN",
     # sigma study (dev, one seed): orderings and trends computed by the notebook
-    "SigmaBestElbo", "SigmaBestFrechet", "SigmaCollapsed", "SigmaSharpTrend",
+    "SigmaBestElbo", "SigmaBestFrechet", "SigmaCollapsed",
     "SigmaRateTrend", "SigmaMarginalKLTrend",
     # why the lab's VAE generates badly (test, paired over seeds)
     "CauseFdRecon", "CauseFdReconSd", "CauseFdPrior", "CauseFdPriorSd", "CauseFdSamples",
-    "CauseFdSamplesSd", "CauseSharpRecon", "CauseSharpReconSd",
+    "CauseFdSamplesSd", "CauseSharpRecon", "CauseSharpReconSd", "CauseSharpPrior",
+    "CauseSharpPriorSd",
     "CauseBlur", "CauseBlurLow", "CauseBlurHigh", "CauseBlurWord",
     "CauseHoles", "CauseHolesLow", "CauseHolesHigh", "CauseHolesWord",
     "CauseNoise", "CauseNoiseLow", "CauseNoiseHigh", "CauseNoiseWord",
@@ -75,7 +81,10 @@ CONTRACT_MACROS = {
     "WinnerVsRunnerUp", "WinnerVsRunnerUpLow", "WinnerVsRunnerUpHigh", "WinnerVsRunnerUpWord",
     "WinnerVsLab", "WinnerVsLabLow", "WinnerVsLabHigh", "WinnerVsLabWord",
     "WinnerVsOtherSampler", "WinnerVsOtherSamplerLow", "WinnerVsOtherSamplerHigh",
-    "WinnerVsOtherSamplerWord", "WinnerOtherSampler",
+    "WinnerVsOtherSamplerWord", "WinnerOtherSampler", "WinnerConfidence", "WinnerEntropy",
+    "WinnerFdRecon", "WinnerFdReconSd", "WinnerSharpRecon", "WinnerSharpReconSd",
+    "WinnerVsLabRecon", "WinnerVsLabReconLow", "WinnerVsLabReconHigh", "WinnerVsLabReconWord",
+    "WinnerFdSamples", "LabMixTestFrechet", "LabMixTestFrechetSd",
     "LearnedSigmaFinal", "LearnedSigmaStarFinal", "LearnedClippedMax",
 }
 
