@@ -54,7 +54,8 @@ BOUNDARIES = {
 }
 # in quick mode the rules between parameters use the capped sizes: (overrides, refused parameter or None)
 QUICK_CASES = [
-    ({"QUICK_N_TRAIN": "600"}, None), ({"QUICK_N_TRAIN": "599"}, "QUICK_N_TRAIN"),
+    # quick mode keeps the two smallest mixture sizes (50, 100): two training codes per component of the larger
+    ({"QUICK_N_TRAIN": "200"}, None), ({"QUICK_N_TRAIN": "199"}, "QUICK_N_TRAIN"),
     ({"QUICK_N_TRAIN": "700", "KNN_K": "700"}, None), ({"QUICK_N_TRAIN": "700", "KNN_K": "701"}, "KNN_K"),
     ({"QUICK_N_TRAIN": "100", "GMM_COMPONENTS": "1,50"}, None), ({"QUICK_N_TRAIN": "99", "GMM_COMPONENTS": "50"}, "QUICK_N_TRAIN"),
     ({"EPOCHS": "0"}, "EPOCHS"),  # validated before the caps
