@@ -115,6 +115,9 @@ def test_gradient_energy_of_known_images(nb):
     blurred[:, :, 14] = 0.5
     blurred[:, :, 15:] = 1.0  # the same edge over two steps of 0.5: half the energy
     assert nb["gradient_energy"](blurred.reshape(1, 784)) == pytest.approx(14.0)
+    across = torch.zeros(1, 28, 28)
+    across[:, 14:, :] = 1.0  # one horizontal edge: 28 vertical jumps of 1
+    assert nb["gradient_energy"](across.reshape(1, 784)) == pytest.approx(28.0)
 
 
 def test_learned_sigma_path_recovers_sigma_star(nb, monkeypatch):
