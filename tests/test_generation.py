@@ -4,6 +4,7 @@ and the measures of the causes."""
 import math
 
 import numpy as np
+import scipy.stats
 import pytest
 import torch
 
@@ -74,7 +75,27 @@ def test_paired_difference_against_a_hand_computation(nb):
     # negative differences resolve too; one seed gives no interval
     assert nb["paired_difference"]([0.0, 0.0, 1.0], [1.0, 2.0, 3.0])["resolved"]
     one = nb["paired_difference"]([1.0], [0.0])
-    assert one["low"] is None and not one["resolved"]
+    assert one["low"] is None and not one["resolved"] and one["p"] is None
+
+
+def test_paired_p_value_is_the_paired_t_test(nb):
+    """The p-value is scipy's paired t test, and below 0.05 exactly when the 95 % interval excludes 0."""
+    rng = np.random.default_rng(1)
+    for _ in range(50):
+        a, b = rng.normal(size=3), rng.normal(size=3) + rng.normal()
+        d = nb["paired_difference"](a, b)
+        assert d["p"] == pytest.approx(scipy.stats.ttest_rel(a, b).pvalue, rel=1e-9)
+        assert (d["p"] < 0.05) == d["resolved"]
+
+
+def test_holm_adjustment_against_a_hand_computation(nb):
+    # sorted p: 0.01 (x4), 0.02 (x3 -> 0.06), 0.03 (x2 -> 0.06), 0.5 (x1); monotone, capped at 1
+    adjusted = nb["holm_adjust"]({"a": 0.03, "b": 0.01, "c": 0.5, "d": 0.02})
+    assert adjusted == pytest.approx({"a": 0.06, "b": 0.04, "c": 0.5, "d": 0.06})
+    # the running maximum: a later, smaller product does not undercut an earlier one; and the cap at 1
+    assert nb["holm_adjust"]({"a": 0.02, "b": 0.021, "c": 0.0211}) == pytest.approx({"a": 0.06, "b": 0.06, "c": 0.06})
+    assert nb["holm_adjust"]({"a": 0.4, "b": 0.9}) == pytest.approx({"a": 0.8, "b": 0.9})
+    assert nb["holm_adjust"]({"a": 0.6, "b": 0.7}) == pytest.approx({"a": 1.0, "b": 1.0})
 
 
 def test_mixture_size_is_chosen_on_held_out_codes(nb):

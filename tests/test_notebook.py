@@ -60,7 +60,8 @@ def test_quick_run_exports_every_file(quick_run):
     macros = dict(re.findall(r"\\newcommand\{\\(\w+)\}\{(.*)\}", (out / "results.tex").read_text()))
     for name in ("VAENegElbo", "VAENegElboSd", "VAEKL", "AEKnnAcc", "VAEFrechet", "ClfTestAcc", "SigmaDec",
                  "LikLogPx", "QuadCheck", "WinnerName", "WinnerTestFrechet", "CauseHoles", "CauseNoiseWord",
-                 "LearnedSigmaFinal", "GmmComponentsChosen"):
+                 "LearnedSigmaFinal", "GmmComponentsChosen", "DLeverRecon", "HolmFamily", "RealSubsetFrechet",
+                 "CauseClassKept", "LabMixVsPrior", "WinnerReconVsDraws"):
         assert macros.get(name), name
 
 
@@ -90,8 +91,13 @@ def test_quick_run_numbers_are_finite_and_consistent(quick_run):
     for name, r in generation["candidates"].items():  # the mixture size kept is the best on dev of those tried
         grid = r["mixture_dev_loglik"]
         assert str(r["mixture_size"]) == max(grid, key=grid.get), name
-    for d in [*generation["comparisons"].values(), *results["causes"]["differences"].values()]:
+    comparisons = [*generation["comparisons"].values(), *results["causes"]["differences"].values(),
+                   *results["d_lever"]["differences"].values(), *results["ae_vs_vae"].values()]
+    for d in comparisons:
         assert d["low"] is None or d["low"] <= d["difference"] <= d["high"]
+        assert d["p"] is None or (0 <= d["p"] <= d["p_holm"] <= 1 and (d["p"] < 0.05) == d["resolved"])
+    assert results["holm"]["family"] == len(comparisons)
+    assert set(results["holm"]["hold"]) <= set(results["holm"]["resolved"])
 
 
 def test_quick_run_keeps_per_seed_values(quick_run):
