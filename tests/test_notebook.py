@@ -61,7 +61,7 @@ def test_quick_run_exports_every_file(quick_run):
     for name in ("VAENegElbo", "VAENegElboSd", "VAEKL", "AEKnnAcc", "VAEFrechet", "ClfTestAcc", "SigmaDec",
                  "LikLogPx", "QuadCheck", "WinnerName", "WinnerTestFrechet", "CauseHoles", "CauseNoiseWord",
                  "LearnedSigmaFinal", "GmmComponentsChosen", "DLeverRecon", "HolmFamily", "RealSubsetFrechet",
-                 "CauseClassKept", "LabMixVsPrior", "WinnerReconVsDraws"):
+                 "CauseClassKept", "LabMixVsPrior", "WinnerReconVsDraws", "EpochLeverRecon", "LearnedClippedText"):
         assert macros.get(name), name
 
 
@@ -92,7 +92,8 @@ def test_quick_run_numbers_are_finite_and_consistent(quick_run):
         grid = r["mixture_dev_loglik"]
         assert str(r["mixture_size"]) == max(grid, key=grid.get), name
     comparisons = [*generation["comparisons"].values(), *results["causes"]["differences"].values(),
-                   *results["d_lever"]["differences"].values(), *results["ae_vs_vae"].values()]
+                   *results["d_lever"]["differences"].values(), *results["epoch_lever"]["differences"].values(),
+                   *results["ae_vs_vae"].values()]
     for d in comparisons:
         assert d["low"] is None or d["low"] <= d["difference"] <= d["high"]
         assert d["p"] is None or (0 <= d["p"] <= d["p_holm"] <= 1 and (d["p"] < 0.05) == d["resolved"])
