@@ -246,13 +246,17 @@ def test_committed_outputs_hold_no_progress_bars(committed):
     assert not stored_output_problems(committed)
 
 
+def too_long_lines(notebook, folder=""):
+    """Printed lines wider than a notebook (110 characters; 140 for an epoch log line, one per epoch, which may
+    name a long model), with `folder` + "/" left out of them."""
+    return [line for cell in code_cells(notebook) for output in cell.outputs
+            for line in output.get("text", "").replace(folder + "/" if folder else "", "").splitlines()
+            if len(line) > (140 if " | epoch " in line else 110)]
+
+
 def test_committed_outputs_fit_a_notebook_width(committed):
-    """Printed lines fit a notebook's width (about 110 characters); an epoch log line, one per epoch, may name
-    a long model."""
-    for cell in code_cells(committed):
-        for output in cell.outputs:
-            for line in output.get("text", "").splitlines():
-                assert len(line) <= (140 if " | epoch " in line else 110), line
+    """Printed lines fit a notebook's width."""
+    assert not too_long_lines(committed)
 
 
 def test_quick_run_outputs_are_clean(quick_run):
@@ -260,11 +264,10 @@ def test_quick_run_outputs_are_clean(quick_run):
     one per epoch, may name a long model)."""
     notebook = nbformat.read(quick_run[2], as_version=4)
     assert not stored_output_problems(notebook)
-    tmp = str(quick_run[3])  # the test's folders are longer than a user's report/figures and checkpoints
+    # the test's folders are longer than a user's report/figures and checkpoints
+    assert not too_long_lines(notebook, folder=str(quick_run[3]))
     for cell in code_cells(notebook):
         for output in cell.outputs:
-            for line in output.get("text", "").replace(tmp + "/", "").splitlines():
-                assert len(line) <= (140 if " | epoch " in line else 110), line
             assert "\\begin{tabular}" not in output.get("text", "")  # tables print as plain text
 
 
