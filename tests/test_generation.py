@@ -23,40 +23,38 @@ def test_clip_threshold_follows_the_current_sigma(nb):
     assert nb["clip_threshold"](nb["AutoEncoder"](784, 2, (16,), "relu"), 50.0) == 50.0
 
 
-def test_clip_gradients_scales_to_the_threshold_and_reports_the_norm(nb):
-    params = [torch.nn.Parameter(torch.zeros(3)), torch.nn.Parameter(torch.zeros(4))]
-    params[0].grad, params[1].grad = torch.tensor([3.0, 0.0, 0.0]), torch.tensor([0.0, 4.0, 0.0, 0.0])
-    norm = nb["clip_gradients"](params, torch.tensor(1.0))  # a tensor threshold, as for a learned sigma
-    assert float(norm) == pytest.approx(5.0)
-    assert float(torch.cat([p.grad for p in params]).norm()) == pytest.approx(1.0, rel=1e-5)
-    nb["clip_gradients"](params, 10.0)  # below the threshold: unchanged
-    assert float(torch.cat([p.grad for p in params]).norm()) == pytest.approx(1.0, rel=1e-5)
-
-
 def test_training_uses_the_threshold_of_the_learned_sigma_at_every_step(nb, monkeypatch):
     """Record (threshold, sigma) at every step of a learned-sigma VAE: the threshold is clip_norm / (2 sigma^2) of
-    the sigma of that very step, it moves with sigma, and the clipped norm leaves out the log sigma gradient."""
+    the sigma of that very step, it moves with sigma, the clipped norm leaves out the log sigma gradient, and
+    after clipping the network's gradient norm is at most the threshold."""
     seen = []
-    original = nb["clip_gradients"]
+    original = torch.nn.utils.clip_grad_norm_
 
-    def recording(parameters, max_norm):
+    def recording(parameters, max_norm, *args, **kwargs):
         parameters = list(parameters)
-        seen.append((float(max_norm), float(model.sigma.detach()), any(p is model.log_sigma for p in parameters)))
-        return original(parameters, max_norm)
+        norm = original(parameters, max_norm, *args, **kwargs)
+        after = float(torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in parameters if p.grad is not None])))
+        assert after <= float(max_norm) * (1 + 1e-4)
+        seen.append((float(max_norm), float(model.sigma.detach()), any(p is model.log_sigma for p in parameters),
+                     float(norm) > float(max_norm)))
+        return norm
 
-    monkeypatch.setitem(nb, "clip_gradients", recording)
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", recording)
     torch.manual_seed(0)
     model = nb["VAE"](784, 2, 1.0, (32,), "relu", learn_sigma=True)
     data = (torch.rand(512, 784, generator=torch.Generator().manual_seed(0)),)
     history = nb["train_model"](model, nb["vae_loss"], data, data, name="learned", epochs=3, batch_size=64, lr=1e-2,
                                 clip_norm=50.0, seed=0)
     assert len(seen) == 24
-    for threshold, sigma, includes_log_sigma in seen:
+    for threshold, sigma, includes_log_sigma, _ in seen:
         assert threshold == pytest.approx(50.0 / (2 * sigma**2), rel=1e-4)
         assert not includes_log_sigma
     assert seen[-1][0] > 1.5 * seen[0][0]  # sigma fell, so the threshold rose
     assert history["dev"]["sigma"][-1] < 0.8
     assert max(history["clipped"]) < 0.5
+    assert history["clipped"][0] > 0  # some steps of the first epoch pass the threshold: the count below is not 0 = 0
+    for epoch in range(3):  # the history's clipped share is the share of that epoch's steps whose norm passed
+        assert history["clipped"][epoch] == pytest.approx(np.mean([s[3] for s in seen[8 * epoch:8 * epoch + 8]]))
 
 
 def test_paired_difference_against_a_hand_computation(nb):

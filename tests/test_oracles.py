@@ -398,6 +398,10 @@ def test_generation_scores_of_a_known_classifier(nb, monkeypatch):
     f = images.double().numpy()
     expected = nb["frechet_distance"]((f.mean(0), np.cov(f, rowvar=False)), reference)
     assert scores["frechet"] == pytest.approx(expected, rel=1e-9)
+    assert "class_kept" not in scores  # only images made from known digits have a label to keep
+    labels = torch.tensor([0] * 20 + [1] * 20 + [2] * 40)
+    labels[:8] = 3  # 8 of the 80 labels disagree with the class the classifier sees
+    assert nb["generation_scores"](images, reference, labels)["class_kept"] == pytest.approx(72 / 80)
 
 
 # --- evaluation helpers -------------------------------------------------------------------------------------
