@@ -185,10 +185,9 @@ def build(tmp_path_factory) -> Build:
         return []
 
     shutil.copytree(REPORT, workdir, ignore=ignore)
-    proc = subprocess.run(
-        ["latexmk", "-pdf", "-interaction=nonstopmode", "-halt-on-error", "-cd",
-         str(workdir / "main.tex")],
-        cwd=workdir.parent, capture_output=True, text=True, timeout=600,
+    proc = subprocess.run(  # from report/, as `make report` does: latexmk reads report/latexmkrc only there
+        ["latexmk", "-pdf", "-interaction=nonstopmode", "-halt-on-error", "main.tex"],
+        cwd=workdir, capture_output=True, text=True, timeout=600,
     )
     return Build(proc=proc, workdir=workdir)
 
