@@ -85,6 +85,9 @@ CONTRACT_MACROS = {
     "WinnerFdRecon", "WinnerFdReconSd", "WinnerSharpRecon", "WinnerSharpReconSd",
     "WinnerVsLabRecon", "WinnerVsLabReconLow", "WinnerVsLabReconHigh", "WinnerVsLabReconWord",
     "WinnerFdSamples", "LabMixTestFrechet", "LabMixTestFrechetSd",
+    "LeverMixTestFrechet", "LeverMixTestFrechetSd", "LeverMixComponents",
+    "WinnerVsLeverMix", "WinnerVsLeverMixLow", "WinnerVsLeverMixHigh", "WinnerVsLeverMixWord",
+    "LeverMixVsLabMix", "LeverMixVsLabMixLow", "LeverMixVsLabMixHigh", "LeverMixVsLabMixWord",
     "LearnedSigmaFinal", "LearnedSigmaStarFinal", "LearnedClippedMax",
 }
 
