@@ -61,7 +61,8 @@ def test_quick_run_exports_every_file(quick_run):
     for name in ("VAENegElbo", "VAENegElboSd", "VAEKL", "AEKnnAcc", "VAEFrechet", "ClfTestAcc", "SigmaDec",
                  "LikLogPx", "QuadCheck", "WinnerName", "WinnerTestFrechet", "CauseHoles", "CauseNoiseWord",
                  "LearnedSigmaFinal", "GmmComponentsChosen", "DLeverRecon", "HolmFamily", "RealSubsetFrechet",
-                 "CauseClassKept", "LabMixVsPrior", "WinnerReconVsDraws", "EpochLeverRecon", "LearnedClippedText"):
+                 "CauseClassKept", "LabMixVsPrior", "WinnerReconVsDraws", "EpochLeverRecon", "LearnedClippedText",
+                 "LongLeverRecon", "LongFdRecon", "CodeVsLength"):
         assert macros.get(name), name
 
 
@@ -93,6 +94,7 @@ def test_quick_run_numbers_are_finite_and_consistent(quick_run):
         assert str(r["mixture_size"]) == max(grid, key=grid.get), name
     comparisons = [*generation["comparisons"].values(), *results["causes"]["differences"].values(),
                    *results["d_lever"]["differences"].values(), *results["epoch_lever"]["differences"].values(),
+                   *results["long_lever"]["differences"].values(), results["code_vs_length"],
                    *results["ae_vs_vae"].values()]
     for d in comparisons:
         assert d["low"] is None or d["low"] <= d["difference"] <= d["high"]

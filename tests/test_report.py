@@ -89,6 +89,10 @@ CONTRACT_MACROS = {
     "WinnerVsLeverMix", "WinnerVsLeverMixLow", "WinnerVsLeverMixHigh", "WinnerVsLeverMixWord",
     "LeverMixVsLabMix", "LeverMixVsLabMixLow", "LeverMixVsLabMixHigh", "LeverMixVsLabMixWord",
     "LearnedSigmaFinal", "LearnedSigmaStarFinal", "LearnedClippedMax",
+    # the lab's VAE trained as long as the generators; the larger code against that longer training
+    "LongFdRecon", "LongFdPrior", "LongLeverRecon", "LongLeverReconLow", "LongLeverReconHigh",
+    "LongLeverReconWord", "LongLeverPrior", "LongLeverPriorLow", "LongLeverPriorHigh", "LongLeverPriorWord",
+    "CodeVsLength", "CodeVsLengthLow", "CodeVsLengthHigh", "CodeVsLengthWord",
 }
 
 # Measured epoch times, from report/figures/timings.tex.
