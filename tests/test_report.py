@@ -86,7 +86,11 @@ CONTRACT_MACROS = {
     "WinnerVsLabRecon", "WinnerVsLabReconLow", "WinnerVsLabReconHigh", "WinnerVsLabReconWord",
     "WinnerFdSamples", "LabMixTestFrechet", "LabMixTestFrechetSd",
     "LeverMixTestFrechet", "LeverMixTestFrechetSd", "LeverMixComponents",
-    "WinnerVsLeverMix", "WinnerVsLeverMixLow", "WinnerVsLeverMixHigh", "WinnerVsLeverMixWord",
+    "LearnedVsFixed", "LearnedVsFixedLow", "LearnedVsFixedHigh", "LearnedVsFixedWord",
+    "LeverLongVsLever", "LeverLongVsLeverLow", "LeverLongVsLeverHigh", "LeverLongVsLeverWord",
+    "LeverLongVsLongMix", "LeverLongVsLongMixLow", "LeverLongVsLongMixHigh", "LeverLongVsLongMixWord",
+    "LeverLongMixTestFrechet", "LeverLongMixTestFrechetSd", "LongMixTestFrechet", "LongMixTestFrechetSd",
+    "LeverLongClippedMax",
     "LeverMixVsLabMix", "LeverMixVsLabMixLow", "LeverMixVsLabMixHigh", "LeverMixVsLabMixWord",
     "LearnedSigmaFinal", "LearnedSigmaStarFinal", "LearnedClippedMax",
     # the lab's VAE trained as long as the generators; the larger code against that longer training
